@@ -1,0 +1,27 @@
+"""jssl: self-supervised visual representation learning in JAX/Flax."""
+
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _requirements(name):
+  lines = (HERE / name).read_text().splitlines()
+  return [l.split('#')[0].strip() for l in lines if l.split('#')[0].strip()]
+
+
+setuptools.setup(
+    name='jssl',
+    version='0.1.0',
+    description='Self-supervised visual representation learning in JAX/Flax',
+    long_description=(HERE / 'README.md').read_text(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['jssl', 'jssl.*']),
+    include_package_data=True,
+    package_data={'jssl': ['data/embedded/*.npz']},
+    install_requires=_requirements('requirements.txt'),
+    extras_require={'dev': _requirements('requirements-dev.txt')},
+)
