@@ -1,5 +1,6 @@
 """Small numerics shared by every loss family: float32 casting, safe L2 normalization, checks."""
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -41,20 +42,10 @@ def p_norm(x: jax.Array, p: float) -> jax.Array:
 
 
 def assert_rank(name: str, x, rank: int) -> None:
-  """Trace-time rank check that names the argument at fault."""
-  if jnp.ndim(x) != rank:
-    raise ValueError(f'{name} must have rank {rank}, got shape {jnp.shape(x)}')
+  """Trace-time rank check (chex) whose message names the argument at fault."""
+  chex.assert_rank(x, rank, custom_message=f'argument `{name}` must have rank {rank}')
 
 
 def assert_same_shape(names: str, *xs) -> None:
-  """Trace-time shape equality check that names the arguments at fault."""
-  shapes = [jnp.shape(x) for x in xs]
-  if any(s != shapes[0] for s in shapes):
-    raise ValueError(f'{names} must have the same shape, got {shapes}')
-
-
-def assert_floating(name: str, x) -> None:
-  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-    raise TypeError(f'{name} must be a floating-point array, got dtype {jnp.result_type(x)}')
-
-
+  """Trace-time shape equality check (chex) whose message names the arguments at fault."""
+  chex.assert_equal_shape(xs, custom_message=f'{names} must have the same shape')
