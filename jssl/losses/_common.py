@@ -31,6 +31,10 @@ def cosine_matrix(a: jax.Array, b: jax.Array) -> jax.Array:
 def p_norm(x: jax.Array, p: float) -> jax.Array:
   """`||x||_p` along the last axis with a finite (zero) gradient at x = 0."""
   x = f32(x)
+  if not p >= 1.0:
+    raise ValueError(f'p must be >= 1 (a norm), got p={p}')
+  if p == float('inf'):
+    return jnp.max(jnp.abs(x), axis=-1)
   if p == 2.0:
     sq = jnp.sum(x * x, axis=-1)
     safe = jnp.where(sq > 0, sq, 1.0)

@@ -80,7 +80,9 @@ def moco_loss(query: jax.Array, key: jax.Array, queue: jax.Array, *,
 
 
 def nearest_neighbors(z: jax.Array, support: jax.Array, *, k: int = 1) -> jax.Array:
-  """The k rows of `support` with the highest cosine similarity to each row of `z` (NNCLR).
+  """Nearest neighbours of NNCLR (Dwibedi et al., 2021).
+
+  For each row z_i, the k rows s of `support` with the highest `cos(z_i, s)`.
 
   Gradient-free (`sg` applied). Returns `[N, D]` for k=1, else `[N, k, D]`, nearest first.
   The rows are returned as stored in `support` (not normalized).

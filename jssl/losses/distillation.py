@@ -75,7 +75,7 @@ def dino_loss(student: jax.Array, teacher: jax.Array, center: jax.Array, *,
   Args:
     student: `[S, N, K]` logits for S crops, the first T of them the global crops.
     teacher: `[T, N, K]` teacher logits of the T global crops, T <= S.
-    center: `[K]` (or `[1, K]`) running centre of the teacher logits.
+    center: `[K]` (or `[1, K]`) running centre of the teacher logits (state: no gradient).
   """
   c.assert_rank('student', student, 3)
   c.assert_rank('teacher', teacher, 3)
@@ -88,7 +88,7 @@ def dino_loss(student: jax.Array, teacher: jax.Array, center: jax.Array, *,
     raise ValueError(f'center must have K={k} entries, got shape {jnp.shape(center)}')
   if s_n < 2:
     raise ValueError(f'dino_loss needs at least 2 crops, student has shape {jnp.shape(student)}')
-  q = jax.nn.softmax((c.f32(sg(teacher)) - jnp.reshape(c.f32(center), (k,))) / teacher_temp,
+  q = jax.nn.softmax((c.f32(sg(teacher)) - jnp.reshape(c.f32(sg(center)), (k,))) / teacher_temp,
                      axis=-1)
   log_p = jax.nn.log_softmax(c.f32(student) / student_temp, axis=-1)
   # ce[t, s] = mean_i -sum_k q_t log p_s
@@ -98,7 +98,9 @@ def dino_loss(student: jax.Array, teacher: jax.Array, center: jax.Array, *,
 
 
 def dino_center(center: jax.Array, teacher: jax.Array, *, momentum: float = 0.9) -> jax.Array:
-  """DINO's centre update: `momentum * center + (1 - momentum) * mean over T*N rows of teacher`.
+  """DINO's centre update (Caron et al., 2021).
+
+  `new_center = momentum * center + (1 - momentum) * mean over the T*N rows of teacher`.
 
   Args:
     center: `[K]` (or `[1, K]`, the shape is kept); teacher: `[T, N, K]` (or `[N, K]`) logits.

@@ -22,9 +22,11 @@ def unpatchify(patches: jax.Array, patch: int, height: int, width: int) -> jax.A
   c.assert_rank('patches', patches, 3)
   n, l, pp = jnp.shape(patches)
   gh, gw = height // patch, width // patch
-  if gh * patch != height or gw * patch != width or gh * gw != l or pp % (patch * patch):
+  if gh * patch != height or gw * patch != width:
+    raise ValueError(f'height={height} and width={width} must divide by patch={patch}')
+  if gh * gw != l or pp % (patch * patch):
     raise ValueError(f'patches {jnp.shape(patches)} do not tile a {height}x{width} image with '
-                     f'patch={patch}')
+                     f'patch={patch}: expected [N, {gh * gw}, patch*patch*C]')
   ch = pp // (patch * patch)
   x = jnp.reshape(patches, (n, gh, gw, patch, patch, ch))
   x = jnp.transpose(x, (0, 1, 3, 2, 4, 5))
@@ -48,9 +50,13 @@ def mae_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, *,
     raise ValueError(f'mask must be [N, L] = {jnp.shape(pred)[:2]}, got {jnp.shape(mask)}')
   t = c.f32(target)
   if norm_pix_loss:
-    mu = jnp.mean(t, axis=-1, keepdims=True)
-    var = jnp.var(t, axis=-1, keepdims=True, ddof=1)
-    t = (t - mu) / jnp.sqrt(var + 1e-6)
+    # Centred about the patch's first value before the mean is taken: the same numbers, but a
+    # (near-)constant patch centres to (near-)exact zeros instead of the float32 rounding error of
+    # its mean, which the division by sqrt(0 + 1e-6) would blow up a thousandfold.
+    t = t - jax.lax.stop_gradient(t[..., :1])
+    t = t - jnp.mean(t, axis=-1, keepdims=True)
+    var = jnp.sum(t * t, axis=-1, keepdims=True) / (jnp.shape(t)[-1] - 1)
+    t = t / jnp.sqrt(var + 1e-6)
   per_patch = jnp.mean((c.f32(pred) - t) ** 2, axis=-1)
   m = c.f32(mask)
   return jnp.sum(per_patch * m) / jnp.sum(m)
@@ -86,9 +92,10 @@ def beit_loss(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Arra
   c.assert_rank('logits', logits, 3)
   c.assert_rank('tokens', tokens, 2)
   c.assert_rank('mask', mask, 2)
-  if jnp.shape(tokens) != jnp.shape(logits)[:2] or jnp.shape(mask) != jnp.shape(logits)[:2]:
-    raise ValueError(f'tokens and mask must be [N, L] = {jnp.shape(logits)[:2]}: tokens '
-                     f'{jnp.shape(tokens)}, mask {jnp.shape(mask)}')
+  for name, x in (('tokens', tokens), ('mask', mask)):
+    if jnp.shape(x) != jnp.shape(logits)[:2]:
+      raise ValueError(f'{name} must be [N, L] = {jnp.shape(logits)[:2]} (the leading axes of '
+                       f'logits), got {jnp.shape(x)}')
   if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
     raise TypeError(f'tokens must be integer ids, got dtype {jnp.result_type(tokens)}')
   log_p = jax.nn.log_softmax(c.f32(logits), axis=-1)
