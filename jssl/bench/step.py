@@ -1,0 +1,140 @@
+"""Train-step throughput: `python -m jssl.bench step --config PATH[:preset]`.
+
+    python -m jssl.bench step --config configs/simclr.py:cifar10 [--config.batch_size=256]
+        [--steps 20] [--warmup 3] [--torch_reference]
+
+Builds the method, optimizer and state of the config, puts one synthetic batch (uniform views,
+the shapes of `method.input_spec()`, sharded on the mesh) on the devices, compiles the jitted
+step once (compile_s), runs `warmup` steps, then times `steps` steps one by one
+(block_until_ready) and reports the median. No data pipeline, no TensorFlow. With
+`--torch_reference` it also times benchmarks/torch_reference.py's plain-PyTorch step (ResNet-18
+SimCLR, the cifar10 preset) when torch is installed, and reports the speed ratio.
+The last stdout line is one JSON object: images_per_s, step_ms, compile_s, peak_rss_mb,
+device_kind, device_count, ... (and torch_images_per_s, jax_over_torch).
+"""
+
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from jssl import methods
+from jssl.train import param_groups, sharding
+from jssl.train import state as state_lib
+from jssl.train import step as step_lib
+
+_TORCH_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'benchmarks', 'torch_reference.py')
+
+
+def synthetic_batch(method, batch_size: int, mesh, seed: int = 0) -> dict:
+  """Uniform [0, 1) float32 views with the method's input shapes, sharded on 'data'."""
+  rng = np.random.default_rng(seed)
+  host = {k: rng.random((batch_size,) + tuple(shape), dtype=np.float32).astype(dtype)
+          for k, (shape, dtype) in method.input_spec().items()}
+  return sharding.put_batch(host, mesh)
+
+
+def measure(config, steps: int = 20, warmup: int = 3) -> dict:
+  """Compiles and times the train step of `config` on synthetic device batches."""
+  if steps < 1 or warmup < 0:
+    raise ValueError(f'--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}')
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  total = config.total_steps or 1000
+  method = methods.build(config, total)
+  tx, schedule = param_groups.build(config.optim, config.batch_size, total, 10,
+                                    getattr(method, 'optim_groups', tuple)())
+  augment = None
+  if config.data.on_device_photometric or config.data.augment.get('on_device', False):
+    from jssl.train import loop  # pylint: disable=g-import-not-at-top
+    augment = loop.device_augment(config.data)
+  state = state_lib.create(method, tx, config.seed, sharding.replicated(mesh))
+  batch = synthetic_batch(method, config.batch_size, mesh, config.seed)
+  train_step = step_lib.make_train_step(method, tx, mesh, schedule, augment)
+  t = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t)
+  step_s = statistics.median(times)
+  device = jax.devices()[0]
+  return {
+      'method': config.method.name, 'backbone': config.model.name,
+      'batch_size': config.batch_size, 'image_size': method.image_size,
+      'dtype': config.model.dtype, 'steps': steps, 'warmup': warmup,
+      'images_per_s': config.batch_size / step_s, 'step_ms': 1000 * step_s,
+      'step_ms_min': 1000 * min(times), 'compile_s': compile_s,
+      'loss': float(metrics['loss']),
+      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'device_kind': device.device_kind, 'platform': device.platform,
+      'device_count': jax.device_count(),
+  }
+
+
+def torch_reference(config, steps: int, warmup: int) -> dict:
+  """benchmarks/torch_reference.py's timing of the same step, or {'torch_error': why}."""
+  if not os.path.exists(_TORCH_REFERENCE):
+    return {'torch_error': f'{_TORCH_REFERENCE} not found'}
+  if config.method.name != 'simclr' or config.model.name != 'resnet18':
+    print('note: the torch reference is ResNet-18 SimCLR; this config differs',
+          file=sys.stderr)
+  try:
+    spec = importlib.util.spec_from_file_location('torch_reference', _TORCH_REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except ImportError as e:
+    return {'torch_error': f'cannot import the torch reference: {e}'}
+  image_size = int(config.data.augment.get('image_size', 32))
+  out = module.time_step(batch_size=config.batch_size, image_size=image_size, steps=steps,
+                         warmup=warmup)
+  return {f'torch_{k}': v for k, v in out.items()}
+
+
+def run(argv) -> dict:
+  """Parses `argv` (argv[0] the program name), measures, prints the JSON line."""
+  fv = flags.FlagValues()
+  config_flag = config_flags.DEFINE_config_file(
+      'config', None, 'Config file and preset, e.g. configs/simclr.py:cifar10.', flag_values=fv,
+      lock_config=True, sys_argv=list(argv))
+  steps = flags.DEFINE_integer('steps', 20, 'Timed steps.', flag_values=fv)
+  warmup = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compilation.', flag_values=fv)
+  torch_flag = flags.DEFINE_boolean('torch_reference', False,
+                                    'Also time the plain PyTorch step.', flag_values=fv)
+  rest = fv(list(argv))
+  if len(rest) > 1:
+    sys.exit(f'unexpected arguments: {" ".join(rest[1:])}')
+  if config_flag.value is None:
+    sys.exit('--config is required, e.g. --config configs/simclr.py:cifar10')
+  config = config_flag.value
+  result = measure(config, steps.value, warmup.value)
+  if torch_flag.value:
+    ref = torch_reference(config, max(min(steps.value, 5), 1), max(min(warmup.value, 1), 0))
+    result.update(ref)
+    if 'torch_images_per_s' in ref:
+      result['jax_over_torch'] = result['images_per_s'] / ref['torch_images_per_s']
+  print(json.dumps(result), flush=True)
+  return result
+
+
+def main(argv) -> None:
+  run(argv)
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -1,0 +1,56 @@
+"""Checkpoints of the whole `TrainState` with orbax, in workdir/checkpoints/<step>.
+
+`Checkpointer(directory, every_steps, keep, use_async)`:
+- `save(state, force=False)`: saves at multiples of `every_steps` (or always with `force`),
+  asynchronously where supported; orbax writes to a temporary folder and renames it when
+  complete, so a killed run leaves only complete checkpoints; the last `keep` are kept.
+- `latest_step()`: the step of the newest complete checkpoint, or None.
+- `restore(target, step=None)`: the saved state with the structure, dtypes and shardings of
+  `target` (a freshly created state); the newest checkpoint by default.
+- `wait()` / `close()`: block until pending saves are on disk.
+The step of a state is its data position: a resumed run restarts its iterator there.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """A thin wrapper around `ocp.CheckpointManager` for one `TrainState` item."""
+
+  def __init__(self, directory: str, every_steps: int = 1000, keep: int = 3,
+               use_async: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.every_steps = max(int(every_steps), 1)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=1, enable_async_checkpointing=use_async,
+        create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, state, force: bool = False) -> bool:
+    """Saves `state` if its step is due (or `force`); returns whether it saved."""
+    step = int(jax.device_get(state.step))
+    if not force and step % self.every_steps:
+      return False
+    if step in self.manager.all_steps():
+      return False
+    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def restore(self, target, step=None):
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

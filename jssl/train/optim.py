@@ -1,0 +1,87 @@
+"""Optimizers and learning-rate schedules from optax, built from a `config.optim` block.
+
+`build(optim_cfg, batch_size, total_steps, warmup_steps) -> (tx, schedule)`:
+- `name`: 'lars' (optax.lars, momentum 0.9), 'sgd' (momentum, `nesterov` option, decoupled
+  weight decay added to the gradient), 'adamw', 'lamb';
+- peak learning rate `scaled_lr`: `lr * batch_size / 256` ('linear'), `lr * sqrt(batch_size)`
+  ('sqrt', SimCLR's 0.075 * sqrt(bs)), or `lr` ('none');
+- `schedule`: 'cosine' (linear warm-up from 0, cosine decay to `end_lr_factor * peak`) or
+  'constant' (warm-up, then constant);
+- weight decay and the LARS trust ratio apply to weights only: `decay_mask` excludes biases and
+  normalization (BatchNorm / LayerNorm) parameters;
+- `clip_norm > 0` clips gradients by global norm first.
+"""
+
+import math
+import re
+
+import jax
+import optax
+
+NAMES = ('lars', 'sgd', 'adamw', 'lamb')
+SCALINGS = ('linear', 'sqrt', 'none')
+SCHEDULES = ('cosine', 'constant')
+_NORM_MODULE = re.compile(r'norm|(^|_)(bn|ln|gn)\d*($|_)')
+
+
+def _is_norm_module(name: str) -> bool:
+  return _NORM_MODULE.search(name.lower()) is not None
+
+
+def decay_mask(params):
+  """True for leaves that get weight decay / LARS adaptation: not a bias, not a norm param.
+
+  A leaf is excluded when its name is 'bias' or when it belongs to a module whose name marks a
+  normalization layer ('BatchNorm_0', 'bn1', 'stem_bn', 'proj_bn', 'LayerNorm_0', 'norm'...).
+  """
+  def keep(path, _):
+    names = [getattr(k, 'key', getattr(k, 'name', str(k))) for k in path]
+    if names[-1] == 'bias':
+      return False
+    return not any(_is_norm_module(str(n)) for n in names[:-1])
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def scaled_lr(lr: float, batch_size: int, scaling: str) -> float:
+  if scaling == 'linear':
+    return lr * batch_size / 256
+  if scaling == 'sqrt':
+    return lr * math.sqrt(batch_size)
+  if scaling == 'none':
+    return lr
+  raise ValueError(f'config.optim.lr_scaling must be one of {SCALINGS}, got {scaling!r}')
+
+
+def schedule_fn(cfg, peak: float, total_steps: int, warmup_steps: int):
+  """Warm-up then cosine (or constant) learning-rate schedule."""
+  warmup_steps = min(int(warmup_steps), max(int(total_steps) - 1, 0))
+  if cfg.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(int(total_steps), 1),
+                                              end_value=peak * cfg.end_lr_factor)
+  if cfg.schedule == 'constant':
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
+                                 optax.constant_schedule(peak)], [warmup_steps])
+  raise ValueError(f'config.optim.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}')
+
+
+def build(cfg, batch_size: int, total_steps: int, warmup_steps: int):
+  """`(tx, schedule)` for `config.optim` and a run of `total_steps` steps."""
+  peak = scaled_lr(cfg.lr, batch_size, cfg.lr_scaling)
+  lr = schedule_fn(cfg, peak, total_steps, warmup_steps)
+  wd = cfg.weight_decay
+  if cfg.name == 'lars':
+    tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask,
+                    trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=decay_mask,
+                    momentum=cfg.momentum, nesterov=cfg.nesterov)
+  elif cfg.name == 'sgd':
+    tx = optax.chain(optax.add_decayed_weights(wd, decay_mask),
+                     optax.sgd(lr, momentum=cfg.momentum, nesterov=cfg.nesterov))
+  elif cfg.name == 'adamw':
+    tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+  elif cfg.name == 'lamb':
+    tx = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+  else:
+    raise ValueError(f'config.optim.name must be one of {NAMES}, got {cfg.name!r}')
+  if cfg.clip_norm and cfg.clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
+  return tx, lr

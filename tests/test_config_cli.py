@@ -1,0 +1,115 @@
+"""Configs and the command lines: presets, fail-fast errors, the step benchmark without TF."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jssl.train import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
+
+
+def load(method):
+  spec = importlib.util.spec_from_file_location(f'cfg_{method}',
+                                                os.path.join(ROOT, 'configs', f'{method}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config
+
+
+@pytest.mark.parametrize('method', ['simclr', 'byol'])
+@pytest.mark.parametrize('preset', [None, 'tiny', 'cifar10', 'imagenet'])
+def test_presets_are_valid(method, preset):
+  config = load(method)(preset)
+  validate.validate(config)
+  assert config.method.name == method and config.preset == (preset or 'tiny')
+
+
+def test_preset_hyper_parameters():
+  s, b = load('simclr')('cifar10'), load('byol')('cifar10')
+  assert (s.model.name, s.model.stem, s.batch_size, s.total_epochs) == ('resnet18', 'cifar',
+                                                                       512, 1000)
+  assert (s.optim.name, s.optim.lr, s.optim.lr_scaling, s.optim.weight_decay) == (
+      'lars', 0.4, 'linear', 1e-5)
+  assert s.method.temperature == 0.2 and tuple(s.method.proj_hidden_dims) == (2048,)
+  assert s.method.proj_dim == 256 and s.optim.warmup_epochs == 10
+  assert (b.optim.lr, b.method.tau_base, tuple(b.method.proj_hidden_dims)) == (1.0, 0.99, (4096,))
+  si, bi = load('simclr')('imagenet'), load('byol')('imagenet')
+  assert (si.model.name, si.batch_size, si.optim.lr, si.optim.weight_decay) == (
+      'resnet50', 4096, 0.3, 1e-6)
+  assert si.method.temperature == 0.1 and si.data.augment.image_size == 224
+  assert (bi.optim.lr, bi.optim.weight_decay, bi.method.tau_base, bi.total_epochs) == (
+      0.2, 1.5e-6, 0.996, 300)
+  with pytest.raises(ValueError, match='preset'):
+    load('simclr')('huge')
+
+
+def test_validate_names_the_bad_key():
+  config = load('simclr')()
+  config.model.stem = 'vit'
+  with pytest.raises(ValueError, match='config.model.stem'):
+    validate.validate(config)
+  config = load('simclr')()
+  config.data.augment.scale = (0.5, 0.1)
+  with pytest.raises(ValueError, match='scale'):
+    validate.validate(config)
+
+
+def _main(*args, cwd):
+  return subprocess.run([sys.executable, '-m', 'jssl.main', *args], cwd=cwd, env=ENV,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_key_and_bad_value_fail_fast(tmp_path):
+  config = os.path.join(ROOT, 'configs', 'simclr.py')
+  workdir = str(tmp_path / 'run')
+  bad_key = _main('--config', config, '--workdir', workdir, '--config.optim.lrr=1', cwd=tmp_path)
+  assert bad_key.returncode == 2, bad_key.stderr
+  assert '--config.optim.lrr=1' in bad_key.stderr and 'lrr' in bad_key.stderr
+  bad_enum = _main('--config', f'{config}:cifar10', '--workdir', workdir,
+                   '--config.optim.name=adam', cwd=tmp_path)
+  assert bad_enum.returncode == 2 and 'config.optim.name' in bad_enum.stderr
+  assert not os.path.exists(workdir)  # nothing started
+
+
+def test_bench_step_runs_without_tensorflow(tmp_path):
+  code = (
+      'import json, sys\n'
+      'from jssl.bench import step\n'
+      f'r = step.run(["bench", "--config={ROOT}/configs/byol.py", "--steps=2", "--warmup=1",\n'
+      '    "--config.batch_size=8", "--config.model.width=4", "--config.model.stage_sizes=(1,)",\n'
+      '    "--config.method.proj_hidden_dims=(16,)", "--config.method.pred_hidden_dims=(16,)",\n'
+      '    "--config.data.augment.image_size=8"])\n'
+      'print(json.dumps({"tf": "tensorflow" in sys.modules}))\n')
+  out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=ENV, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  result, tf = json.loads(lines[-2]), json.loads(lines[-1])
+  assert tf == {'tf': False}
+  for key in ('images_per_s', 'step_ms', 'compile_s', 'peak_rss_mb', 'device_kind',
+              'device_count'):
+    assert key in result
+  assert result['images_per_s'] > 0 and result['method'] == 'byol'
+
+
+@pytest.mark.slow
+def test_main_end_to_end_prints_final_json(tmp_path):
+  config = os.path.join(ROOT, 'configs', 'simclr.py')
+  out = _main('--config', config, '--workdir', str(tmp_path / 'run'),
+              '--config.data.source=synthetic', '--config.data.eval_source=synthetic',
+              '--config.data.synthetic.image_size=12', '--config.data.synthetic.num_examples=64',
+              '--config.data.synthetic.num_classes=4', '--config.data.image_size=8',
+              '--config.data.augment.image_size=8', '--config.data.eval_augment.image_size=8',
+              '--config.model.width=4', '--config.model.stage_sizes=(1,)',
+              '--config.batch_size=16', '--config.total_steps=4', '--config.eval.batch_size=16',
+              '--config.log.tensorboard=False', cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['step'] == 4 and 0 <= result['knn_top1'] <= 1 and 'loss' in result
+  assert os.path.exists(tmp_path / 'run' / 'curves.png')
