@@ -1,0 +1,73 @@
+"""Barlow Twins (Zbontar et al., 2021): the cross-correlation of the two views' embeddings -> I.
+
+- params: `{'backbone', 'projector'}` ((Dense-BN-ReLU) x 2, then Dense; ImageNet
+  8192-8192-8192); method_state is empty.
+- loss: `scale_loss * losses.barlow_twins_loss(z1, z2, lambd)`: each branch standardized over
+  the (global) batch, `c = z1n^T z2n / N`, `sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2`
+  (lambd 0.0051; solo-learn scales the loss by 0.1 on CIFAR, the paper by 1). Both views go
+  through the network as one batch of 2N.
+- `optim_groups()`: the paper trains biases and BatchNorm parameters with a learning rate
+  `bias_lr_mult` (0.0048 / 0.2 = 0.024) times that of the weights; the engine reads it through
+  jssl.train.param_groups.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jssl import losses
+from jssl.methods import base
+from jssl.models import Encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class BarlowTwins(base.Method):
+  """Barlow Twins with `backbone` and `projector` modules."""
+  backbone: nn.Module
+  projector: nn.Module
+  lambd: float = 0.0051
+  scale_loss: float = 1.0
+  bias_lr_mult: float = 1.0
+  image_size: int = 32
+  mean: tuple = base.CIFAR10_MEAN
+  std: tuple = base.CIFAR10_STD
+  name: str = 'barlow_twins'
+
+  @property
+  def model(self) -> Encoder:
+    return Encoder(self.backbone, self.projector)
+
+  def input_spec(self):
+    shape = (self.image_size, self.image_size, 3)
+    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
+
+  def optim_groups(self):
+    """Parameter groups with their own learning rate (jssl.train.param_groups)."""
+    if self.bias_lr_mult == 1.0:
+      return ()
+    return ({'name': 'bias_and_norm', 'select': 'bias_and_norm', 'lr_mult': self.bias_lr_mult,
+             'schedule': 'same'},)
+
+  def init(self, rng, batch):
+    x = self.normalize(batch['view_0'][:2])
+    variables = self.model.init(rng, x, train=True)
+    return variables['params'], variables['batch_stats'], {}
+
+  def embed(self, params, batch_stats, batch):
+    """`((z1, z2), new_batch_stats)` of the two views, in training mode."""
+    x = self.normalize(jnp.concatenate([batch['view_0'], batch['view_1']], axis=0))
+    (_, z, _), updates = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                                          train=True, mutable=['batch_stats'])
+    return jnp.split(z, 2, axis=0), updates['batch_stats']
+
+  def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
+    del rng, step
+    (z1, z2), batch_stats = self.embed(params, batch_stats, batch)
+    bt = losses.barlow_twins_loss(z1, z2, lambd=self.lambd)
+    loss = self.scale_loss * bt
+    return loss, (batch_stats, method_state, {'loss': loss, 'barlow_twins': bt})
+
+  def features(self, params, batch_stats, images):
+    return self.model.apply({'params': params, 'batch_stats': batch_stats},
+                            self.normalize(images), train=False, method=Encoder.embed)
