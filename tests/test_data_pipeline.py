@@ -127,6 +127,22 @@ def test_eval_every_example_once_in_order_with_padding():
         batches[step]['index'])
 
 
+def test_eval_max_examples_spreads_evenly_over_the_split():
+  """A capped bank takes examples floor(j * n / m), so a class-sorted split keeps every class."""
+  cfg = _cfg(n=10)
+  batches = list(pipeline.eval_iterator(cfg, 4, recipe=_CropFlip(), max_examples=4))
+  assert len(batches) == 1
+  index, valid = batches[0]['index'], batches[0]['valid']
+  np.testing.assert_array_equal(index[valid], [0, 2, 5, 7])
+  labels = {int(i): int(l) for i, l in zip(index, batches[0]['label'])}
+  whole = {int(i): int(l) for b in pipeline.eval_iterator(cfg, 4, recipe=_CropFlip())
+           for i, l in zip(b['index'], b['label'])}
+  assert all(whole[i] == l for i, l in labels.items())
+  everything = list(pipeline.eval_iterator(cfg, 4, recipe=_CropFlip(), max_examples=50))
+  np.testing.assert_array_equal(
+      np.concatenate([b['index'][b['valid']] for b in everything]), np.arange(10))
+
+
 def test_eval_raw_pixels_resized():
   cfg = _cfg(n=6, size=20)
   cfg.image_size = 10

@@ -74,9 +74,11 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
     times.append(time.perf_counter() - t)
   step_s = statistics.median(times)
   device = jax.devices()[0]
+  views = {k: shape for k, (shape, _) in method.input_spec().items() if k.startswith('view_')}
   return {
       'method': config.method.name, 'backbone': config.model.name,
-      'batch_size': config.batch_size, 'image_size': method.image_size,
+      'batch_size': config.batch_size, 'image_size': views['view_0'][0] if views else None,
+      'views': ' '.join(f'{k}:{s[0]}' for k, s in views.items()),
       'dtype': config.model.dtype, 'steps': steps, 'warmup': warmup,
       'images_per_s': config.batch_size / step_s, 'step_ms': 1000 * step_s,
       'step_ms_min': 1000 * min(times), 'compile_s': compile_s,

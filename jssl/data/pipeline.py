@@ -365,8 +365,12 @@ def train_iterator(data_cfg, global_batch_size: int, seed: int, start_step: int 
 
 def eval_iterator(data_cfg, global_batch_size: int, *, split: str | None = None,
                   source: str | None = None, process_index: int = 0, process_count: int = 1,
-                  raw: bool = False, recipe=None) -> Batches:
+                  raw: bool = False, recipe=None, max_examples: int = 0) -> Batches:
   """Every example of (source, split) once, in order, as per-process batches.
+
+  With `max_examples` (0: all) only that many examples, spread evenly over the split (example
+  `floor(j * n / max_examples)` for j < max_examples), so that a capped kNN bank of a
+  class-sorted folder still holds every class.
 
   Yields {view_0 (the eval recipe's views), label, index, valid}; with raw=True {image (uint8,
   resized to data.image_size, centre-cropped), label, index, valid} for raw-pixel kNN. Defaults:
@@ -377,7 +381,8 @@ def eval_iterator(data_cfg, global_batch_size: int, *, split: str | None = None,
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   src = open_source(data_cfg, source, split, train=False)
-  n, size = src.num_examples, data_cfg.image_size
+  total, size = src.num_examples, data_cfg.image_size
+  n = min(total, max_examples) if max_examples and max_examples > 0 else total
   num_steps = math.ceil(n / global_batch_size)
   if not raw:
     recipe = recipe or eval_recipe(data_cfg)
@@ -391,6 +396,8 @@ def eval_iterator(data_cfg, global_batch_size: int, *, split: str | None = None,
     def element(k):
       pos = position(k)
       i = tf.minimum(pos, n - 1)
+      if n < total:  # the evenly spread subset
+        i = i * total // n
       image, label, ok = _read_eval(src, i, known_bad)
       if raw:
         out = {'image': resize_center_crop(image, size)}
@@ -406,6 +413,7 @@ def eval_iterator(data_cfg, global_batch_size: int, *, split: str | None = None,
 
   def slots(step: int) -> np.ndarray:
     pos = position(np.arange(step * b, (step + 1) * b))
-    return pos[pos < n]
+    pos = pos[pos < n]
+    return pos * total // n if n < total else pos
 
   return Batches(build, slots, src, data_cfg.corrupt, 0, num_steps, train=False)

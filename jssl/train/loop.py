@@ -104,7 +104,8 @@ def evaluate(config, features, state, mesh, num_classes: int, final: bool) -> di
   from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
   d, e = config.data, config.eval
   kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  bank = pipeline.eval_iterator(d, e.batch_size, split=d.train_split, source=d.source, **kw)
+  bank = pipeline.eval_iterator(d, e.batch_size, split=d.train_split, source=d.source,
+                                max_examples=e.max_train_examples, **kw)
   queries = pipeline.eval_iterator(d, e.batch_size, **kw)
   train_f, train_l = extract(features, state, bank, mesh, e.max_train_examples)
   eval_f, eval_l = extract(features, state, queries, mesh)
