@@ -14,15 +14,13 @@
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base
-from jssl.models import Encoder
+from jssl.methods import base, two_view
 
 
 @dataclasses.dataclass(frozen=True)
-class BarlowTwins(base.Method):
+class BarlowTwins(two_view.TwoViewMethod):
   """Barlow Twins with `backbone` and `projector` modules."""
   backbone: nn.Module
   projector: nn.Module
@@ -34,14 +32,6 @@ class BarlowTwins(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'barlow_twins'
 
-  @property
-  def model(self) -> Encoder:
-    return Encoder(self.backbone, self.projector)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
   def optim_groups(self):
     """Parameter groups with their own learning rate (jssl.train.param_groups)."""
     if self.bias_lr_mult == 1.0:
@@ -49,25 +39,9 @@ class BarlowTwins(base.Method):
     return ({'name': 'bias_and_norm', 'select': 'bias_and_norm', 'lr_mult': self.bias_lr_mult,
              'schedule': 'same'},)
 
-  def init(self, rng, batch):
-    x = self.normalize(batch['view_0'][:2])
-    variables = self.model.init(rng, x, train=True)
-    return variables['params'], variables['batch_stats'], {}
-
-  def embed(self, params, batch_stats, batch):
-    """`((z1, z2), new_batch_stats)` of the two views, in training mode."""
-    x = self.normalize(jnp.concatenate([batch['view_0'], batch['view_1']], axis=0))
-    (_, z, _), updates = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                          train=True, mutable=['batch_stats'])
-    return jnp.split(z, 2, axis=0), updates['batch_stats']
-
   def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
     del rng, step
-    (z1, z2), batch_stats = self.embed(params, batch_stats, batch)
+    (z1, z2), _, batch_stats = self.embed(params, batch_stats, batch)
     bt = losses.barlow_twins_loss(z1, z2, lambd=self.lambd)
     loss = self.scale_loss * bt
     return loss, (batch_stats, method_state, {'loss': loss, 'barlow_twins': bt})
-
-  def features(self, params, batch_stats, images):
-    return self.model.apply({'params': params, 'batch_stats': batch_stats},
-                            self.normalize(images), train=False, method=Encoder.embed)

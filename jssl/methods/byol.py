@@ -20,12 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base, ema
-from jssl.models import Encoder
+from jssl.methods import base, ema, two_view
 
 
 @dataclasses.dataclass(frozen=True)
-class BYOL(base.Method):
+class BYOL(two_view.TwoViewMethod):
   """BYOL with `backbone`, `projector` and `predictor` modules."""
   backbone: nn.Module
   projector: nn.Module
@@ -37,25 +36,8 @@ class BYOL(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'byol'
 
-  @property
-  def online(self) -> Encoder:
-    return Encoder(self.backbone, self.projector, self.predictor)
-
-  @property
-  def target(self) -> Encoder:
-    return Encoder(self.backbone, self.projector)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
-  def init(self, rng, batch):
-    x = self.normalize(batch['view_0'][:2])
-    variables = self.online.init(rng, x, train=True)
-    params, batch_stats = variables['params'], variables['batch_stats']
-    copy = lambda t: jax.tree.map(jnp.array, {k: t[k] for k in ('backbone', 'projector')})
-    state = {'target_params': copy(params), 'target_batch_stats': copy(batch_stats)}
-    return params, batch_stats, state
+  def init_state(self, params, batch_stats):
+    return two_view.target_copy(params, batch_stats)
 
   def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
     del rng
@@ -80,7 +62,3 @@ class BYOL(base.Method):
     online = {k: params[k] for k in ('backbone', 'projector')}
     target = ema.ema_update(method_state['target_params'], online, tau)
     return params, dict(method_state, target_params=target)
-
-  def features(self, params, batch_stats, images):
-    return self.online.apply({'params': params, 'batch_stats': batch_stats},
-                             self.normalize(images), train=False, method=Encoder.embed)

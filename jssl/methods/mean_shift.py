@@ -32,13 +32,12 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base, ema, momentum
+from jssl.methods import base, ema, momentum, two_view
 from jssl.methods.moco_v2 import random_queue
-from jssl.models import Encoder
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanShift(base.Method):
+class MeanShift(two_view.TwoViewMethod):
   """MeanShift with `backbone`, `projector` and `predictor` modules and a memory bank."""
   backbone: nn.Module
   projector: nn.Module
@@ -57,25 +56,12 @@ class MeanShift(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'mean_shift'
 
-  @property
-  def online(self) -> Encoder:
-    return Encoder(self.backbone, self.projector, self.predictor)
-
-  @property
-  def target(self) -> Encoder:
-    return Encoder(self.backbone, self.projector)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
   def init(self, rng, batch):
     rng, bank_rng = jax.random.split(rng)
     variables = self.online.init(rng, self.normalize(batch['view_0'][:2]), train=True)
     params, batch_stats = variables['params'], variables['batch_stats']
-    copy = lambda t: jax.tree.map(jnp.array, {k: t[k] for k in ('backbone', 'projector')})
-    state = {'target_params': copy(params), 'target_batch_stats': copy(batch_stats),
-             'bank': random_queue(bank_rng, self.bank_size, self.proj_dim)}
+    state = dict(two_view.target_copy(params, batch_stats),
+                 bank=random_queue(bank_rng, self.bank_size, self.proj_dim))
     return params, batch_stats, state
 
   def momentum(self, step):
@@ -126,7 +112,3 @@ class MeanShift(base.Method):
     online = {k: params[k] for k in ('backbone', 'projector')}
     target = ema.ema_update(method_state['target_params'], online, self.momentum(step))
     return params, dict(method_state, target_params=target)
-
-  def features(self, params, batch_stats, images):
-    return self.online.apply({'params': params, 'batch_stats': batch_stats},
-                             self.normalize(images), train=False, method=Encoder.embed)

@@ -29,8 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base, ema, momentum
-from jssl.models import Encoder
+from jssl.methods import base, ema, momentum, two_view
 from jssl.models import vit as vit_lib
 
 
@@ -48,7 +47,7 @@ def pooled_vit(vit: vit_lib.ViT) -> PooledViT:
 
 
 @dataclasses.dataclass(frozen=True)
-class MoCoV3(base.Method):
+class MoCoV3(two_view.TwoViewMethod):
   """MoCo v3 with `backbone` (ResNet or PooledViT), `projector` and `predictor` modules."""
   backbone: nn.Module
   projector: nn.Module
@@ -63,25 +62,8 @@ class MoCoV3(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'moco_v3'
 
-  @property
-  def online(self) -> Encoder:
-    return Encoder(self.backbone, self.projector, self.predictor)
-
-  @property
-  def target(self) -> Encoder:
-    return Encoder(self.backbone, self.projector)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
-  def init(self, rng, batch):
-    variables = self.online.init(rng, self.normalize(batch['view_0'][:2]), train=True)
-    params, batch_stats = variables['params'], variables['batch_stats']
-    copy = lambda t: jax.tree.map(jnp.array, {k: t[k] for k in ('backbone', 'projector')
-                                              if k in t})
-    state = {'target_params': copy(params), 'target_batch_stats': copy(batch_stats)}
-    return params, batch_stats, state
+  def init_state(self, params, batch_stats):
+    return two_view.target_copy(params, batch_stats)
 
   def momentum(self, step):
     return momentum.momentum_at(step, self.total_steps, self.tau_base, self.tau_final)
@@ -124,10 +106,6 @@ class MoCoV3(base.Method):
     online = {k: params[k] for k in ('backbone', 'projector')}
     target = ema.ema_update(method_state['target_params'], online, self.momentum(step + 1))
     return params, dict(method_state, target_params=target)
-
-  def features(self, params, batch_stats, images):
-    return self.online.apply({'params': params, 'batch_stats': batch_stats},
-                             self.normalize(images), train=False, method=Encoder.embed)
 
 
 def from_config(config, total_steps: int) -> MoCoV3:

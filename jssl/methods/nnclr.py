@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base, ema
-from jssl.models import Encoder
+from jssl.methods import base, ema, two_view
 
 
 def filled_support(queue: dict, fallback: jax.Array) -> jax.Array:
@@ -42,7 +41,7 @@ def filled_support(queue: dict, fallback: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class NNCLR(base.Method):
+class NNCLR(two_view.TwoViewMethod):
   """NNCLR with `backbone`, `projector` and `predictor` modules and a support queue."""
   backbone: nn.Module
   projector: nn.Module
@@ -55,26 +54,9 @@ class NNCLR(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'nnclr'
 
-  @property
-  def model(self) -> Encoder:
-    return Encoder(self.backbone, self.projector, self.predictor)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
-  def init(self, rng, batch):
-    x = self.normalize(batch['view_0'][:2])
-    variables = self.model.init(rng, x, train=True)
-    state = {'support': ema.queue_init(self.support_size, self.proj_dim)}
-    return variables['params'], variables['batch_stats'], state
-
-  def embed(self, params, batch_stats, batch):
-    """`((z1, z2), (p1, p2), new_batch_stats)` of the two views, in training mode."""
-    x = self.normalize(jnp.concatenate([batch['view_0'], batch['view_1']], axis=0))
-    (_, z, p), updates = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                          train=True, mutable=['batch_stats'])
-    return jnp.split(z, 2, axis=0), jnp.split(p, 2, axis=0), updates['batch_stats']
+  def init_state(self, params, batch_stats):
+    del params, batch_stats
+    return {'support': ema.queue_init(self.support_size, self.proj_dim)}
 
   def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
     del rng, step
@@ -90,7 +72,3 @@ class NNCLR(base.Method):
     new_state = dict(method_state, support=ema.queue_push(queue, z1))
     metrics = {'loss': loss, 'support_filled': queue['count'] / queue['items'].shape[0]}
     return loss, (batch_stats, new_state, metrics)
-
-  def features(self, params, batch_stats, images):
-    return self.model.apply({'params': params, 'batch_stats': batch_stats},
-                            self.normalize(images), train=False, method=Encoder.embed)

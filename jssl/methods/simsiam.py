@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base
-from jssl.models import Encoder
+from jssl.methods import base, two_view
 
 
 class Projector(nn.Module):
@@ -51,7 +50,7 @@ def embedding_std(z: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class SimSiam(base.Method):
+class SimSiam(two_view.TwoViewMethod):
   """SimSiam with `backbone`, `projector` and `predictor` modules."""
   backbone: nn.Module
   projector: nn.Module
@@ -62,14 +61,6 @@ class SimSiam(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'simsiam'
 
-  @property
-  def model(self) -> Encoder:
-    return Encoder(self.backbone, self.projector, self.predictor)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
   def optim_groups(self):
     """Parameter groups with their own learning rate (jssl.train.param_groups)."""
     if not self.fix_pred_lr:
@@ -77,25 +68,9 @@ class SimSiam(base.Method):
     return ({'name': 'predictor', 'select': 'predictor', 'lr_mult': 1.0,
              'schedule': 'constant'},)
 
-  def init(self, rng, batch):
-    x = self.normalize(batch['view_0'][:2])
-    variables = self.model.init(rng, x, train=True)
-    return variables['params'], variables['batch_stats'], {}
-
-  def embed(self, params, batch_stats, batch):
-    """`((z1, z2), (p1, p2), new_batch_stats)` of the two views, in training mode."""
-    x = self.normalize(jnp.concatenate([batch['view_0'], batch['view_1']], axis=0))
-    (_, z, p), updates = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                          train=True, mutable=['batch_stats'])
-    return jnp.split(z, 2, axis=0), jnp.split(p, 2, axis=0), updates['batch_stats']
-
   def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
     del rng, step
     (z1, z2), (p1, p2), batch_stats = self.embed(params, batch_stats, batch)
     loss = losses.simsiam_loss(p1, z2) / 2 + losses.simsiam_loss(p2, z1) / 2
     z_std = (embedding_std(z1) + embedding_std(z2)) / 2
     return loss, (batch_stats, method_state, {'loss': loss, 'z_std': z_std})
-
-  def features(self, params, batch_stats, images):
-    return self.model.apply({'params': params, 'batch_stats': batch_stats},
-                            self.normalize(images), train=False, method=Encoder.embed)

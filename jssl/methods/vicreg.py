@@ -12,15 +12,13 @@
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jssl import losses
-from jssl.methods import base
-from jssl.models import Encoder
+from jssl.methods import base, two_view
 
 
 @dataclasses.dataclass(frozen=True)
-class VICReg(base.Method):
+class VICReg(two_view.TwoViewMethod):
   """VICReg with `backbone` and `projector` (the expander) modules."""
   backbone: nn.Module
   projector: nn.Module
@@ -32,33 +30,9 @@ class VICReg(base.Method):
   std: tuple = base.CIFAR10_STD
   name: str = 'vicreg'
 
-  @property
-  def model(self) -> Encoder:
-    return Encoder(self.backbone, self.projector)
-
-  def input_spec(self):
-    shape = (self.image_size, self.image_size, 3)
-    return {'view_0': (shape, jnp.float32), 'view_1': (shape, jnp.float32)}
-
-  def init(self, rng, batch):
-    x = self.normalize(batch['view_0'][:2])
-    variables = self.model.init(rng, x, train=True)
-    return variables['params'], variables['batch_stats'], {}
-
-  def embed(self, params, batch_stats, batch):
-    """`((z1, z2), new_batch_stats)` of the two views, in training mode."""
-    x = self.normalize(jnp.concatenate([batch['view_0'], batch['view_1']], axis=0))
-    (_, z, _), updates = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                          train=True, mutable=['batch_stats'])
-    return jnp.split(z, 2, axis=0), updates['batch_stats']
-
   def loss_fn(self, params, batch_stats, method_state, batch, rng, step):
     del rng, step
-    (z1, z2), batch_stats = self.embed(params, batch_stats, batch)
+    (z1, z2), _, batch_stats = self.embed(params, batch_stats, batch)
     loss, terms = losses.vicreg_loss(z1, z2, sim_coeff=self.sim_coeff, std_coeff=self.std_coeff,
                                      cov_coeff=self.cov_coeff)
     return loss, (batch_stats, method_state, dict(terms, loss=loss))
-
-  def features(self, params, batch_stats, images):
-    return self.model.apply({'params': params, 'batch_stats': batch_stats},
-                            self.normalize(images), train=False, method=Encoder.embed)
