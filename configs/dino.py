@@ -28,18 +28,14 @@
   Expected: 75.3% linear, 67.5% kNN top-1 (the released ResNet-50).
 """
 
-import importlib.util
-import os
 
 from ml_collections import config_dict
 
+from jssl import config_files
+
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 def _multicrop(common, source, size, **augment):

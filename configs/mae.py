@@ -21,16 +21,11 @@
   Expected (the paper, ViT-B, 1600 epochs): 68.0% linear probe, 83.6% fine-tuned top-1.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 def vit_model(common, name, patch_size, width=0, depth=0, num_heads=0, pool='cls',

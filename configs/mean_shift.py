@@ -25,16 +25,11 @@ weak/strong recipe, set `--config.data.recipe=...` and keep view_0 strong, view_
   Expected (the paper, weak/strong views): 72.4% linear top-1 after 200 epochs.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 MOCO_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)

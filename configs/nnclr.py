@@ -18,16 +18,11 @@
   Expected (the paper): 75.4% linear top-1 after 1000 epochs.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 def get_config(arg=None):

@@ -20,16 +20,11 @@
   Expected (the paper): 64.5% (100 epochs, bs 4096) / 69.3% (1000 epochs) linear top-1.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 def get_config(arg=None):

@@ -21,16 +21,11 @@
   linear probing of MIM features is much lower.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'jssl_configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, name)
 
 
 def _data(common, source, size, mask_patch_size, model_patch_size):

@@ -24,16 +24,11 @@
   epoch (5005 iterations), a queue of 3840 projections from epoch 15. Expected: 74.3%.
 """
 
-import importlib.util
-import os
+from jssl import config_files
 
 
 def _common():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('jssl_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.sibling(__file__, 'common')
 
 
 def _multicrop(common, source, size, **augment):

@@ -22,12 +22,24 @@ def load(method):
   return module.get_config
 
 
-@pytest.mark.parametrize('method', ['simclr', 'byol'])
+METHOD_CONFIGS = ('simclr', 'byol', 'nnclr', 'mean_shift', 'moco_v2', 'moco_v3', 'simsiam', 'dino',
+                  'vicreg', 'barlow_twins', 'swav', 'mae', 'simmim', 'dvae', 'beit')
+
+
+@pytest.mark.parametrize('method', METHOD_CONFIGS)
 @pytest.mark.parametrize('preset', [None, 'tiny', 'cifar10', 'imagenet'])
 def test_presets_are_valid(method, preset):
   config = load(method)(preset)
   validate.validate(config)
   assert config.method.name == method and config.preset == (preset or 'tiny')
+
+
+def test_every_method_config_is_tested():
+  names = {f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
+           if f.endswith('.py') and f not in ('common.py', 'finetune.py')}
+  assert names == set(METHOD_CONFIGS)
+  with pytest.raises(ValueError, match="unknown preset 'nope'"):
+    load('vicreg')('nope')
 
 
 def test_preset_hyper_parameters():

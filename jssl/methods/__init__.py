@@ -11,6 +11,7 @@ from jssl.methods.byol import BYOL
 from jssl.methods import barlow_twins as _barlow_lib, nnclr as _nnclr_lib
 from jssl.methods import simsiam as _simsiam_lib, vicreg as _vicreg_lib
 from jssl.methods import mae as _mae_lib, simmim as _simmim_lib
+from jssl.methods import beit as _beit_lib, dvae as _dvae_lib
 from jssl.methods import moco_v2 as _moco_v2_lib, moco_v3 as _moco_v3_lib
 from jssl.methods import mean_shift as _mean_shift_lib
 from jssl.methods.simclr import SimCLR
@@ -56,6 +57,14 @@ def _mae(config, total_steps):
 
 def _simmim(config, total_steps):
   return _simmim_lib.from_config(config, total_steps)
+
+
+def _dvae(config, total_steps):
+  return _dvae_lib.from_config(config, total_steps)
+
+
+def _beit(config, total_steps):
+  return _beit_lib.from_config(config, total_steps)
 
 
 def _dino(config, total_steps):
@@ -133,7 +142,8 @@ def _mean_shift(config, total_steps):
 REGISTRY = {'simclr': _simclr, 'byol': _byol, 'mae': _mae, 'simmim': _simmim,
             'simsiam': _simsiam, 'vicreg': _vicreg, 'barlow_twins': _barlow_twins,
             'nnclr': _nnclr, 'moco_v2': _moco_v2, 'moco_v3': _moco_v3,
-            'mean_shift': _mean_shift, 'dino': _dino, 'swav': _swav}
+            'mean_shift': _mean_shift, 'dino': _dino, 'swav': _swav, 'dvae': _dvae,
+            'beit': _beit}
 
 
 def build(config, total_steps: int) -> Method:

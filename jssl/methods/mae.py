@@ -12,7 +12,8 @@ the mean squared error over masked patches of the per-patch normalized target, w
 - features: the encoder on the whole (unmasked) image, inference mode, `pooled` (the ViT's
   `pool`: CLS or mean of the patch tokens).
 - `reconstruct(params, images, rng) -> (pred images [N, H, W, 3] in [0, 1], mask [N, H, W])`
-  for pictures.
+  for pictures; `recon_images(params, batch_stats, method_state, images, rng)` the engine's
+  picture hook (a dict of image batches, see jssl.eval.recon_grid).
 """
 
 import dataclasses
@@ -62,6 +63,8 @@ class MAE(base.Method):
   mean: tuple = base.CIFAR10_MEAN
   std: tuple = base.CIFAR10_STD
   name: str = 'mae'
+  # the picture columns of recon_images, in order
+  recon_columns = ('original', 'masked', 'reconstruction', 'recon + visible')
 
   def __post_init__(self):
     if self.encoder.patch_size != self.decoder.patch_size:
@@ -133,6 +136,16 @@ class MAE(base.Method):
     pred = pred * jnp.asarray(self.std, jnp.float32) + jnp.asarray(self.mean, jnp.float32)
     pix_mask = masking.upsample_mask(jnp.reshape(mask, (n, h // p, w // p)), p)
     return jnp.clip(pred, 0.0, 1.0), pix_mask
+
+  def recon_images(self, params, batch_stats, method_state, images, rng):
+    """Pictures (jssl.eval.recon_grid): `{'original', 'masked' (hidden patches grey),
+    'reconstruction' (the decoder's every patch), 'recon + visible' (visible patches pasted)}`."""
+    del batch_stats, method_state
+    images = jnp.asarray(images, jnp.float32)
+    pred, mask = self.reconstruct(params, images, rng)
+    m = mask[..., None]
+    return {'original': images, 'masked': images * (1 - m) + 0.5 * m, 'reconstruction': pred,
+            'recon + visible': images * (1 - m) + pred * m}
 
   def features(self, params, batch_stats, images):
     del batch_stats

@@ -11,9 +11,13 @@ upsampled by p) against the normalized input `x`:
 
 - params: `{'encoder': ViT, 'head': Dense}`; batch_stats and method_state: `{}`.
 - features: the encoder on the whole image (no mask), inference mode, `pooled`.
+- `recon_images(params, batch_stats, method_state, images, rng)`: the engine's picture hook
+  (a dict of image batches, see jssl.eval.recon_grid), with a mask of the recipe's kind drawn
+  on the device.
 """
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -33,6 +37,10 @@ class SimMIM(base.Method):
   mean: tuple = base.CIFAR10_MEAN
   std: tuple = base.CIFAR10_STD
   name: str = 'simmim'
+  # the picture columns of recon_images, in order
+  recon_columns = ('original', 'masked', 'reconstruction', 'recon + visible')
+  mask_patch_size: int = 0  # the data recipe's, for the pictures' masks (0: the model patch)
+  mask_ratio: float = 0.6
 
   def __post_init__(self):
     if not self.encoder.use_mask_token:
@@ -82,6 +90,31 @@ class SimMIM(base.Method):
     loss = losses.simmim_loss(pred, x, pix_mask)
     return loss, (batch_stats, method_state, {'loss': loss})
 
+  def picture_mask(self, rng, n: int, height: int, width: int):
+    """A SimMIM mask `[n, gh, gw]` on the patch grid: `ceil(ratio * cells)` of the
+    `mask_patch_size` squares, uniformly at random (the data recipe's kind, drawn on the device)."""
+    p = self.patch_size
+    scale = max(self.mask_patch_size // p, 1)
+    rows, cols = height // (p * scale), width // (p * scale)
+    count = math.ceil(rows * cols * self.mask_ratio - 1e-6)
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(rng, (n, rows * cols)), axis=1), axis=1)
+    cells = jnp.reshape((rank < count).astype(jnp.int32), (n, rows, cols))
+    return jnp.repeat(jnp.repeat(cells, scale, axis=1), scale, axis=2)
+
+  def recon_images(self, params, batch_stats, method_state, images, rng):
+    """Pictures (jssl.eval.recon_grid): `{'original', 'masked' (grey), 'reconstruction' (the
+    head's prediction of every pixel), 'recon + visible'}`."""
+    del batch_stats, method_state
+    images = jnp.asarray(images, jnp.float32)
+    n, h, w, _ = images.shape
+    mask = self.picture_mask(rng, n, h, w)
+    pred = self.forward(params, self.normalize(images), mask, train=False)
+    pred = jnp.clip(pred * jnp.asarray(self.std, jnp.float32) + jnp.asarray(self.mean, jnp.float32),
+                    0.0, 1.0)
+    m = jnp.asarray(masking.upsample_mask(mask, self.patch_size), jnp.float32)[..., None]
+    return {'original': images, 'masked': images * (1 - m) + 0.5 * m, 'reconstruction': pred,
+            'recon + visible': images * (1 - m) + pred * m}
+
   def features(self, params, batch_stats, images):
     del batch_stats
     return self.encoder.apply({'params': params['encoder']}, self.normalize(images),
@@ -98,4 +131,6 @@ def from_config(config, total_steps: int = 0) -> SimMIM:
     raise ValueError(f'config.data.augment.model_patch_size={augment.model_patch_size} must '
                      f'equal config.model.patch_size={encoder.patch_size}')
   return SimMIM(encoder=encoder, image_size=image_size_of(config), mean=tuple(model.mean),
-                std=tuple(model.std))
+                std=tuple(model.std),
+                mask_patch_size=int(augment.get('mask_patch_size', encoder.patch_size)),
+                mask_ratio=float(augment.get('mask_ratio', 0.6)))

@@ -10,7 +10,7 @@ from jssl.models import vit
 from jssl.train import optim
 
 STEMS = ('cifar', 'imagenet')
-BACKBONES = tuple(models.STAGES) + tuple(vit.VIT_CONFIGS)
+BACKBONES = tuple(models.STAGES) + tuple(vit.VIT_CONFIGS) + ('dvae',)  # dvae: BEiT's tokenizer
 
 
 def _choice(config, key: str, choices) -> None:
