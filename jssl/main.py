@@ -10,6 +10,12 @@ command resumes from the newest checkpoint in the workdir. Progress goes to stde
 stdout line is one JSON object with the final figures (step, loss, knn_top1 when the dataset
 has labels, linear_top1 when the probe runs). Exit status: 0 done (or stopped by SIGTERM
 after saving), 1 non-finite loss/gradients, 2 bad config.
+
+Multi-process (one process per host or per GPU, all running this same command): give
+`--coordinator HOST:PORT --num_processes N --process_id I`, or `--coordinator auto` on a TPU pod
+(JAX finds the rest); inside a multi-task SLURM step nothing is needed (see jssl.distributed and
+launch/). Only process 0 prints progress and the JSON line and writes logs and plots; every
+process takes part in the collective checkpoint writes.
 """
 
 import json
@@ -26,7 +32,18 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG if os.path.exists(_DEFAULT_CONFIG) else None,
     'Config file and preset, e.g. configs/simclr.py:cifar10.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<method>-<preset>).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<method>-<preset>); '
+                                'a gs:// path works (orbax, tf.io.gfile).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'Multi-process runs: HOST:PORT of process 0 (the same on every '
+    "process), or 'auto' to let JAX detect a TPU pod / SLURM / Open MPI environment.")
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-process runs: the number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-process runs: this process, in [0, num_processes).')
+_LOCAL_DEVICE_IDS = flags.DEFINE_list(
+    'local_device_ids', None, 'Multi-process runs: the local accelerators this process uses '
+    '(e.g. 0 for one process per GPU; default all).')
 
 
 def parse_flags(argv):
@@ -49,6 +66,15 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  from jssl import distributed  # pylint: disable=g-import-not-at-top
+  try:  # before anything touches a JAX backend
+    setup = distributed.detect(os.environ, coordinator=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                               local_device_ids=_LOCAL_DEVICE_IDS.value)
+  except ValueError as e:
+    print(f'error: bad command line: {e}', file=sys.stderr)
+    sys.exit(2)
+  distributed.initialize(setup)
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('--config is required, e.g. --config configs/simclr.py:tiny')
@@ -67,7 +93,9 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   result['workdir'] = workdir
-  print(json.dumps(result), flush=True)
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == '__main__':

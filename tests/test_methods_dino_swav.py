@@ -430,6 +430,7 @@ def test_presets_build(name):
   assert len(vit.input_spec()) == 12
 
 
+@pytest.mark.slow  # ~40 s of XLA:CPU compile each; benchmarks/cifar_budget.py runs these presets
 @pytest.mark.parametrize('name', ['dino', 'swav'])
 def test_tiny_preset_trains_one_step(name):
   config = get_config(name)

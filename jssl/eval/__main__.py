@@ -42,12 +42,12 @@ def load_config(workdir: str, override=None):
   import ml_collections  # pylint: disable=g-import-not-at-top
   if override is not None:
     return override
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  from etils import epath  # pylint: disable=g-import-not-at-top (local or gs:// workdirs)
+  path = epath.Path(workdir, 'config.json')
+  if not path.is_file():
     raise FileNotFoundError(f'no config.json in {workdir}; pass --config=configs/<method>.py:'
                             '<preset> (with the overrides of the training run)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
 
 
 def _tuples(x):

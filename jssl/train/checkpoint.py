@@ -9,6 +9,8 @@
   `target` (a freshly created state); the newest checkpoint by default.
 - `wait()` / `close()`: block until pending saves are on disk.
 The step of a state is its data position: a resumed run restarts its iterator there.
+Multi-process runs: every process calls the same methods at the same steps; orbax writes each
+process's shards and process 0 the metadata, and the directory may be on cloud storage (gs://).
 """
 
 import os
@@ -22,7 +24,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, every_steps: int = 1000, keep: int = 3,
                use_async: bool = True):
-    self.directory = os.path.abspath(directory)
+    # gs://... (any URL) goes to orbax as is: it writes there through etils.epath / tf.io.gfile
+    self.directory = directory if '://' in directory else os.path.abspath(directory)
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=1, enable_async_checkpointing=use_async,

@@ -8,14 +8,16 @@
   scalars to TensorBoard event files in workdir; only on the main process.
 - `plot_curves(workdir)`: workdir/curves.png with the loss and kNN top-1 accuracy over steps,
   read back from metrics.jsonl (matplotlib, Agg backend).
+Files go through etils.epath: local paths as before, gs:// paths through tf.io.gfile.
 """
 
+import io
 import json
 import math
-import os
 import time
 
 import numpy as np
+from etils import epath
 
 
 def _fmt_time(seconds: float) -> str:
@@ -63,14 +65,14 @@ class MetricsLog:
 
   def __init__(self, workdir: str, is_main: bool = True, tensorboard: bool = True):
     self.is_main = is_main
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = epath.Path(workdir, 'metrics.jsonl')
     self.writer = _clu_writer(workdir) if (is_main and tensorboard) else None
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.is_main:
       return
     scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
-    with open(self.path, 'a') as f:
+    with self.path.open('a') as f:
       f.write(json.dumps({'step': int(step), **scalars}) + '\n')
     if self.writer is not None:
       self.writer.write_scalars(int(step), scalars)
@@ -83,10 +85,10 @@ class MetricsLog:
 
 def read_metrics(workdir: str) -> list:
   """The records of workdir/metrics.jsonl (a resumed run's rewritten steps: the last wins)."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = epath.Path(workdir, 'metrics.jsonl')
+  if not path.exists():
     return []
-  with open(path) as f:
+  with path.open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -109,7 +111,9 @@ def plot_curves(workdir: str) -> str:
     ax.set_title(label)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  path = os.path.join(workdir, 'curves.png')
-  fig.savefig(path, dpi=100)
+  path = epath.Path(workdir, 'curves.png')
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=100)
   plt.close(fig)
-  return path
+  path.write_bytes(buffer.getvalue())
+  return str(path)

@@ -14,6 +14,11 @@ checkpoint, evaluation (kNN, linear probe if configured), curves.png, final.json
   and before every save, and raises `NonFiniteError` naming the step and the quantity. The
   newest checkpoint on disk is then the last good one.
 - `stop_after_step` (tests): return at that step without a final save, as if killed.
+- Multi-process runs (jssl.distributed): each process feeds its part of the global batch;
+  progress, metrics.jsonl, curves.png, config.json and final.json come from process 0 only;
+  checkpoints are written by all processes together (orbax). A SIGTERM seen by any process is
+  shared through a tiny on-device vote read back with the step's metrics, so every process
+  stops, and saves, at the same step. The workdir may be a gs:// path (etils.epath: tf.io.gfile).
 
 `features_fn(method, mesh)` and `extract(...)` give frozen features for evaluation.
 """
@@ -28,6 +33,7 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from jssl import methods
 from jssl.train import checkpoint as checkpoint_lib
@@ -144,6 +150,23 @@ def build_engine(config, plan: dict, mesh):
   return _ENGINES[key]
 
 
+def _stop_vote(mesh):
+  """Multi-process: `vote(requested) -> jax.Array`, the OR over all processes of their SIGTERM
+  flags as a replicated scalar, computed on the devices without blocking (the loop reads it with
+  the step's metrics, one step late, so every process decides at the same step). None for one
+  process."""
+  if jax.process_count() == 1:
+    return None
+  from jssl.data import feeding  # pylint: disable=g-import-not-at-top
+  rows = len(mesh.local_devices)
+  any_of = jax.jit(lambda x: x.max(), out_shardings=sharding.replicated(mesh))
+
+  def vote(requested: bool):
+    local = np.full([rows], float(requested), np.float32)
+    return any_of(feeding.global_batch({'stop': local}, mesh)['stop'])
+  return vote
+
+
 class _Stop:
   """A SIGTERM flag; installs its handler for the duration of a `with` block (main thread)."""
 
@@ -189,10 +212,9 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   validate(config)
   from jssl.data import feeding, pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    epath.Path(workdir, 'config.json').write_text(config.to_json_best_effort(indent=2))
 
   mesh = sharding.make_mesh(devices)
   sharding.check_batch_size(config.batch_size, mesh)
@@ -231,6 +253,7 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   evaluate_now = functools.partial(evaluate, config, features, mesh=mesh,
                                    num_classes=info.get('num_classes', 0))
   pending, sums, last, result = collections.deque(), collections.defaultdict(float), {}, {}
+  vote, agreed_stop = _stop_vote(mesh), False
   n_acc, t_first, steps_timed, eval_s = 0, None, 0, 0.0
   if labeled and config.eval.get('at_start', False) and step == 0:
     res = evaluate_now(state, final=False)  # the random-init floor, as step 0 of the curves
@@ -239,19 +262,23 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
     result['knn_top1_init'] = res.get('knn_top1', float('nan'))
 
   def drain(keep: int):
-    nonlocal n_acc
+    nonlocal n_acc, agreed_stop
     while len(pending) > keep:
       s, m = pending.popleft()
       m = {k: float(v) for k, v in jax.device_get(m).items()}
       _check_finite(s, m, ckpt)
       m.pop('finite', None)
+      agreed_stop |= m.pop('stop', 0.0) > 0
       for k, v in m.items():
         sums[k] += v
       n_acc += 1
 
   with _Stop() as stop:
-    while step < total and not stop.requested:
+    stopping = lambda: agreed_stop if vote else stop.requested  # noqa: E731
+    while step < total and not stopping():
       state, metrics = train_step(state, next(batches))
+      if vote:
+        metrics = dict(metrics, stop=vote(stop.requested))
       step += 1
       if step == start + 1:
         jax.block_until_ready(metrics)
@@ -263,7 +290,7 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
       save_due = step % ckpt.every_steps == 0
       log_due = step % config.log.every_steps == 0 or step == total
       eval_due = labeled and plan['eval_every'] and step % plan['eval_every'] == 0 and step < total
-      drain(0 if (save_due or log_due or eval_due or stop.requested) else 1)
+      drain(0 if (save_due or log_due or eval_due or stopping()) else 1)
       if log_due and n_acc:
         last = {k: v / n_acc for k, v in sums.items()}
         last['epoch'] = step / spe
@@ -280,6 +307,9 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
         log(f'step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in res.items()))
         if is_main:
           logging_lib.plot_curves(workdir)
+          if hasattr(method, 'recon_images'):  # MIM pictures (jssl.eval.recon_grid)
+            from jssl.eval import recon_grid  # pylint: disable=g-import-not-at-top
+            recon_grid.write_for_state(method, state, config, workdir, step, log)
         progress.restart_clock(step)
         eval_s += time.time() - t_eval
       if stop_after_step and step >= stop_after_step:
@@ -294,17 +324,19 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   result = {'step': step, 'loss': last.get('loss', float('nan')), **result}
   if steps_timed and elapsed > 0:
     result['images_per_s'] = steps_timed * config.batch_size / elapsed
-  if stop.requested:
+  if stopping():
     log(f'SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to resume')
     result['stopped'] = 'SIGTERM'
   elif labeled and config.eval.final:
     res = evaluate_now(state, final=True)
     metrics_log.write(step, res)
     result.update(res)
+    if is_main and hasattr(method, 'recon_images'):  # MIM pictures (jssl.eval.recon_grid)
+      from jssl.eval import recon_grid  # pylint: disable=g-import-not-at-top
+      recon_grid.write_for_state(method, state, config, workdir, step, log)
   ckpt.close()
   metrics_log.close()
   if is_main:
     logging_lib.plot_curves(workdir)
-    with open(os.path.join(workdir, 'final.json'), 'w') as f:
-      json.dump(result, f)
+    epath.Path(workdir, 'final.json').write_text(json.dumps(result))
   return result
