@@ -108,6 +108,10 @@ def test_bench_step_runs_without_tensorflow(tmp_path):
               'device_count'):
     assert key in result
   assert result['images_per_s'] > 0 and result['method'] == 'byol'
+  # XLA's FLOP count: more than the two views' forward convolutions alone (8 * 8 * 8 pixels
+  # x 3 x 3 x 3 x 4 multiply-adds in the first conv of each view)
+  assert result['step_gflops_per_image'] * 1e9 > 2 * 2 * 8 * 8 * 27 * 4
+  assert result['views'] == 'view_0:8 view_1:8'
 
 
 @pytest.mark.slow

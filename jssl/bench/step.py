@@ -9,8 +9,9 @@ step once (compile_s), runs `warmup` steps, then times `steps` steps one by one
 (block_until_ready) and reports the median. No data pipeline, no TensorFlow. With
 `--torch_reference` it also times benchmarks/torch_reference.py's plain-PyTorch step (ResNet-18
 SimCLR, the cifar10 preset) when torch is installed, and reports the speed ratio.
-The last stdout line is one JSON object: images_per_s, step_ms, compile_s, peak_rss_mb,
-device_kind, device_count, ... (and torch_images_per_s, jax_over_torch).
+The last stdout line is one JSON object: images_per_s, step_ms, compile_s,
+step_gflops_per_image and achieved_tflops (XLA's FLOP count of the compiled step: model FLOPs
+for utilization on accelerators), peak_rss_mb, device_kind, device_count, ... (and torch_images_per_s, jax_over_torch).
 """
 
 import importlib.util
@@ -43,6 +44,19 @@ def synthetic_batch(method, batch_size: int, mesh, seed: int = 0) -> dict:
   return sharding.put_batch(host, mesh)
 
 
+def step_flops(compiled) -> float:
+  """XLA's count of floating-point operations of one compiled train step (forward, backward,
+  optimizer; 0.0 where the backend gives no cost analysis). Per image and per second it gives
+  the model FLOPs from which an accelerator's utilization follows."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 (backends without cost analysis)
+    return 0.0
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', 0.0))
+
+
 def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   """Compiles and times the train step of `config` on synthetic device batches."""
   if steps < 1 or warmup < 0:
@@ -63,6 +77,7 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   t = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
+  flops = step_flops(compiled)
   for _ in range(warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
@@ -82,6 +97,8 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
       'dtype': config.model.dtype, 'steps': steps, 'warmup': warmup,
       'images_per_s': config.batch_size / step_s, 'step_ms': 1000 * step_s,
       'step_ms_min': 1000 * min(times), 'compile_s': compile_s,
+      'step_gflops_per_image': flops / config.batch_size / 1e9 if flops else None,
+      'achieved_tflops': flops / step_s / 1e12 if flops else None,
       'loss': float(metrics['loss']),
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       'device_kind': device.device_kind, 'platform': device.platform,
