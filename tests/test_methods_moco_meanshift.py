@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_run
 
 from jssl import losses, methods
 from jssl.methods import ema, momentum
@@ -485,25 +486,4 @@ def test_tiny_run_learns_without_collapse(name, tmp_path):
   """The tiny preset for 2 epochs on the embedded CIFAR-10 subset (minutes on 2 CPU cores): the
   trained features do not collapse (per-dimension std of the normalized features well above 0)
   and their kNN top-1 beats the randomly initialized network's."""
-  from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
-  from jssl.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from jssl.train import loop  # pylint: disable=g-import-not-at-top
-  config = get_config(name)
-  config.total_epochs = 2
-  config.eval.every_epochs = 0
-  config.eval.linear_probe = False
-  config.log.tensorboard = False
-  config.checkpoint.use_async = False
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  result = loop.train(config, str(tmp_path), devices=jax.devices()[:1], log=lambda s: None)
-  assert np.isfinite(result['loss'])
-  method = methods.build(config, result['step'])
-  tx, _ = optim.build(config.optim, config.batch_size, result['step'], 1)
-  fresh = state_lib.create(method, tx, config.seed + 1, sharding.replicated(mesh))
-  features = step_lib.make_features_fn(method, mesh)
-  random_init = loop.evaluate(config, features, fresh, mesh, 10, final=False)
-  trained = checkpoint_lib.Checkpointer(str(tmp_path / 'checkpoints')).restore(fresh)
-  feats, _ = loop.extract(features, trained, pipeline.eval_iterator(config.data, 256), mesh)
-  feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-  assert feats.std(axis=0).mean() > 0.01
-  assert result['knn_top1'] > random_init['knn_top1'] + 0.02, (result, random_init)
+  tiny_run.assert_learns_without_collapse(get_config(name), tmp_path)
