@@ -258,42 +258,6 @@ def select_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def split_labels(source: str, split: str, data_cfg) -> np.ndarray:
-  """int32 labels of every example of (source, split); cheap for folders and the embedded set."""
-  from jssl.data import config as data_config  # pylint: disable=g-import-not-at-top
-  scheme = data_config.scheme_of(source)
-  if scheme == 'folder':
-    from jssl.data import sources  # pylint: disable=g-import-not-at-top
-    return sources.list_folder(source[len('folder:'):], split)[2]
-  if scheme == 'embedded':
-    from jssl.data import embedded  # pylint: disable=g-import-not-at-top
-    return np.asarray(embedded.load_split(split)[1], np.int32)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
-  src = pipeline.open_source(data_cfg, source, split)
-  ds = tf.data.Dataset.range(src.num_examples).map(lambda i: src.read(i)[1],
-                                                   num_parallel_calls=tf.data.AUTOTUNE)
-  return np.concatenate([b.numpy() for b in ds.batch(4096)]).astype(np.int32)
-
-
-def load_images(data_cfg, source: str, split: str, indices: np.ndarray, size: int):
-  """`(uint8 [n, size, size, 3], int32 [n])` of the examples `indices`, decoded on the host."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
-  src = pipeline.open_source(data_cfg, source, split)
-
-  def element(i):
-    record, label = src.read(i)
-    return pipeline.resize_center_crop(src.decode(record, i), size), label
-  ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
-  ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(512)
-  images, labels = [], []
-  for x, y in ds:
-    images.append(x.numpy())
-    labels.append(y.numpy())
-  return np.concatenate(images), np.concatenate(labels).astype(np.int32)
-
-
 def random_resized_crop(rng, image, size: int, scale, ratio):
   """One float image `[H, W, 3]` -> `[size, size, 3]`: a box of area fraction ~U(scale) and
   log-uniform aspect ratio (clipped to the image), resized bilinearly with antialiasing."""
@@ -400,9 +364,11 @@ def run(config, workdir=None, log=print) -> dict:
   size = int(run_config.data.augment.get('image_size', None) or run_config.data.image_size)
   store = int(config.data.store_size) or (size if size <= 64 else int(round(size / 0.875)))
 
-  labels_all = split_labels(data_cfg.source, data_cfg.train_split, data_cfg)
+  from jssl.data import labelled  # pylint: disable=g-import-not-at-top (TensorFlow)
+  labels_all = labelled.split_labels(data_cfg.source, data_cfg.train_split, data_cfg)
   chosen = select_labelled(labels_all, int(config.labels_per_class), int(config.seed))
-  images, labels = load_images(data_cfg, data_cfg.source, data_cfg.train_split, chosen, store)
+  images, labels = labelled.load_images(data_cfg, data_cfg.source, data_cfg.train_split, chosen,
+                                        store)
   n = len(labels)
   b = int(config.batch_size)
   spe = max(int(round(n / b)), 1)
