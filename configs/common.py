@@ -5,7 +5,9 @@
   training split's size // batch_size),
   model:      backbone name ('resnet_tiny', 'resnet18', 'resnet50', ...), width, stem
               ('cifar' | 'imagenet'), stage_sizes (() = the name's), dtype ('float32' |
-              'bfloat16': compute dtype, params stay float32), mean / std (input normalization),
+              'bfloat16': compute dtype, params stay float32), conv_weight_grad ('auto': the
+              per-tap weight gradient of jssl.models.conv on CPU, XLA's elsewhere; 'xla';
+              'per_tap'), mean / std (input normalization),
   method:     name (+ the method's own keys, set by the method file),
   optim:      name ('lars' | 'sgd' | 'adamw' | 'lamb'), lr, lr_scaling ('linear': lr * bs / 256,
               'sqrt': lr * sqrt(bs), 'none'), weight_decay, momentum, nesterov,
@@ -67,7 +69,7 @@ def base(method: str, preset: str) -> ml_collections.ConfigDict:
   c.steps_per_epoch = 0
   c.model = ml_collections.ConfigDict(dict(
       name='resnet18', width=64, stem='cifar', stage_sizes=(), dtype='float32',
-      mean=CIFAR10_MEAN, std=CIFAR10_STD))
+      conv_weight_grad='auto', mean=CIFAR10_MEAN, std=CIFAR10_STD))
   c.optim = ml_collections.ConfigDict(dict(
       name='lars', lr=0.3, lr_scaling='linear', weight_decay=1e-6, momentum=0.9, nesterov=False,
       trust_coefficient=1e-3, warmup_epochs=10.0, schedule='cosine', end_lr_factor=0.0,
@@ -106,6 +108,24 @@ def cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.log.every_steps = 50
   c.eval.every_epochs = 50
   c.eval.linear_probe = True
+  return c
+
+
+def cifar10_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The 30-minute CPU budget on the full CIFAR-10 (issue #4's check): the one-block-per-stage
+  ResNet at widths 16-32-64-128 (CIFAR stem, 0.7M parameters), batch 256, `total_steps` sized
+  to ~30 min of training on 2 CPU cores, kNN (k = 20, 200) on all 50k training images against
+  the 10k test images before training (the random-init baseline) and at the end. The data has
+  no default: pass --config.data.source=folder:DIR --config.data.eval_source=folder:DIR."""
+  cifar10(c)
+  c.model.update(name='resnet_tiny', width=16, stem='cifar')
+  c.batch_size = 256
+  c.total_steps = 800
+  c.optim.update(warmup_epochs=0.5)
+  c.checkpoint.every_steps = 100
+  c.log.every_steps = 10
+  c.eval.update(every_epochs=0, at_start=True, final=True, linear_probe=False,
+                knn_k=(20, 200), max_train_examples=0)
   return c
 
 

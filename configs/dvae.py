@@ -38,7 +38,7 @@ def dvae_model(common, vocab_size, hidden, num_down, blocks, imagenet=False):
                (common.CIFAR10_MEAN, common.CIFAR10_STD))
   return ml_collections.ConfigDict(dict(
       name='dvae', vocab_size=vocab_size, hidden=hidden, num_down=num_down, blocks=blocks,
-      dtype='float32', mean=mean, std=std))
+      dtype='float32', conv_weight_grad='auto', mean=mean, std=std))
 
 
 def _data(common, source, size):

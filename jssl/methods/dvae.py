@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jssl.methods import base
 from jssl.methods.mae import image_size_of
+from jssl.models import conv
 from jssl.models import dvae as dvae_lib
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -152,7 +153,7 @@ class DVAETokenizer(base.Method):
 
 def model_from_config(model_cfg) -> dvae_lib.DVAE:
   """The DVAE of a `config.model` block (name 'dvae', vocab_size, hidden, num_down, blocks,
-  dtype)."""
+  dtype, conv_weight_grad as in `jssl.models.from_config`)."""
   if model_cfg.name != 'dvae':
     raise ValueError(f"config.model.name must be 'dvae' for the dVAE tokenizer, got "
                      f'{model_cfg.name!r}')
@@ -160,7 +161,9 @@ def model_from_config(model_cfg) -> dvae_lib.DVAE:
     raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {model_cfg.dtype!r}')
   return dvae_lib.DVAE(vocab_size=int(model_cfg.vocab_size), hidden=int(model_cfg.hidden),
                        num_down=int(model_cfg.num_down), blocks=int(model_cfg.blocks),
-                       dtype=DTYPES[model_cfg.dtype])
+                       dtype=DTYPES[model_cfg.dtype],
+                       conv_general_dilated=conv.for_backend(
+                           model_cfg.get('conv_weight_grad', 'auto'), jax.default_backend()))
 
 
 def from_config(config, total_steps: int = 0) -> DVAETokenizer:

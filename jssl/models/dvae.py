@@ -21,6 +21,7 @@ compile than one threefry per layer). `gumbel_softmax(rng, logits, tau, hard)` i
 BEiT reads, row-major over the grid like `losses.patchify` and the ViT's patch order.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -29,6 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 conv_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+
+
+def _conv(module):
+  """nn.Conv with the module's dtype, He-uniform init and convolution function."""
+  return functools.partial(nn.Conv, kernel_init=conv_init, dtype=module.dtype,
+                           conv_general_dilated=module.conv_general_dilated)
 
 
 def stage_widths(hidden: int, num_down: int) -> Sequence[int]:
@@ -40,12 +47,14 @@ class ResBlock(nn.Module):
   """`x + scale * conv1x1(relu(conv3x3(relu(x))))`, width unchanged."""
   scale: float = 1.0
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    y = nn.Conv(c, (3, 3), kernel_init=conv_init, dtype=self.dtype, name='conv1')(nn.relu(x))
-    y = nn.Conv(c, (1, 1), kernel_init=conv_init, dtype=self.dtype, name='conv2')(nn.relu(y))
+    conv = _conv(self)
+    y = conv(c, (3, 3), name='conv1')(nn.relu(x))
+    y = conv(c, (1, 1), name='conv2')(nn.relu(y))
     return x + self.scale * y
 
 
@@ -55,23 +64,23 @@ class DVAEEncoder(nn.Module):
   num_down: int = 2
   blocks: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None
 
   @nn.compact
   def __call__(self, x):
     widths = stage_widths(self.hidden, self.num_down)
     scale = 1.0 / (2 * max(self.blocks, 1))
-    x = nn.Conv(widths[0], (3, 3), kernel_init=conv_init, dtype=self.dtype, name='conv_in')(
-        jnp.asarray(x, self.dtype))
+    conv = _conv(self)
+    x = conv(widths[0], (3, 3), name='conv_in')(jnp.asarray(x, self.dtype))
     for s in range(self.num_down):
       for b in range(self.blocks):
-        x = ResBlock(scale, self.dtype, name=f'stage{s}_block{b}')(x)
-      x = nn.Conv(widths[s + 1], (3, 3), strides=2, kernel_init=conv_init, dtype=self.dtype,
-                  name=f'down{s}')(nn.relu(x))
+        x = ResBlock(scale, self.dtype, self.conv_general_dilated, name=f'stage{s}_block{b}')(x)
+      x = conv(widths[s + 1], (3, 3), strides=2, name=f'down{s}')(nn.relu(x))
     for b in range(self.blocks):
-      x = ResBlock(scale, self.dtype, name=f'stage{self.num_down}_block{b}')(x)
+      x = ResBlock(scale, self.dtype, self.conv_general_dilated,
+                   name=f'stage{self.num_down}_block{b}')(x)
     h = nn.relu(x)
-    logits = nn.Conv(self.vocab_size, (1, 1), kernel_init=conv_init, dtype=self.dtype,
-                     name='logits')(h)
+    logits = conv(self.vocab_size, (1, 1), name='logits')(h)
     return jnp.asarray(logits, jnp.float32), jnp.mean(jnp.asarray(h, jnp.float32), axis=(1, 2))
 
 
@@ -80,24 +89,24 @@ class DVAEDecoder(nn.Module):
   num_down: int = 2
   blocks: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None
 
   @nn.compact
   def __call__(self, z):
     widths = stage_widths(self.hidden, self.num_down)
     scale = 1.0 / (2 * max(self.blocks, 1))
-    x = nn.Conv(widths[-1], (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                name='codebook')(jnp.asarray(z, self.dtype))
+    conv = _conv(self)
+    x = conv(widths[-1], (1, 1), use_bias=False, name='codebook')(jnp.asarray(z, self.dtype))
     for b in range(self.blocks):
-      x = ResBlock(scale, self.dtype, name=f'stage{self.num_down}_block{b}')(x)
+      x = ResBlock(scale, self.dtype, self.conv_general_dilated,
+                   name=f'stage{self.num_down}_block{b}')(x)
     for s in reversed(range(self.num_down)):
       n, h, w, c = x.shape
       x = jax.image.resize(x, (n, 2 * h, 2 * w, c), 'nearest')
-      x = nn.Conv(widths[s], (3, 3), kernel_init=conv_init, dtype=self.dtype, name=f'up{s}')(
-          nn.relu(x))
+      x = conv(widths[s], (3, 3), name=f'up{s}')(nn.relu(x))
       for b in range(self.blocks):
-        x = ResBlock(scale, self.dtype, name=f'stage{s}_block{b}')(x)
-    out = nn.Conv(3, (3, 3), kernel_init=conv_init, dtype=self.dtype, name='conv_out')(
-        nn.relu(x))
+        x = ResBlock(scale, self.dtype, self.conv_general_dilated, name=f'stage{s}_block{b}')(x)
+    out = conv(3, (3, 3), name='conv_out')(nn.relu(x))
     return jnp.asarray(out, jnp.float32)
 
 
@@ -108,6 +117,7 @@ class DVAE(nn.Module):
   num_down: int = 2
   blocks: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
 
   @property
   def downsample(self) -> int:
@@ -116,8 +126,9 @@ class DVAE(nn.Module):
 
   def setup(self):
     self.encoder = DVAEEncoder(self.vocab_size, self.hidden, self.num_down, self.blocks,
-                               self.dtype)
-    self.decoder = DVAEDecoder(self.hidden, self.num_down, self.blocks, self.dtype)
+                               self.dtype, self.conv_general_dilated)
+    self.decoder = DVAEDecoder(self.hidden, self.num_down, self.blocks, self.dtype,
+                               self.conv_general_dilated)
 
   def encode(self, x):
     h, w = x.shape[1:3]

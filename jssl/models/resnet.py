@@ -32,10 +32,12 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     y = conv(self.features, (3, 3), self.strides, name='conv1')(x)
@@ -53,10 +55,12 @@ class BottleneckBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     y = nn.relu(norm(name='bn1')(conv(self.features, (1, 1), name='conv1')(x)))
@@ -77,11 +81,13 @@ class ResNet(nn.Module):
   width: int = 64
   stem: str = 'imagenet'
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     block_cls = {'basic': BasicBlock, 'bottleneck': BottleneckBlock}[self.block]
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     x = jnp.asarray(x, self.dtype)
     if self.stem == 'imagenet':
       x = conv(self.width, (7, 7), 2, padding=[(3, 3), (3, 3)], name='stem_conv')(x)
@@ -97,23 +103,26 @@ class ResNet(nn.Module):
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block_cls(self.width * 2**i, strides, self.dtype,
+        x = block_cls(self.width * 2**i, strides, self.dtype, self.conv_general_dilated,
                       name=f'stage{i + 1}_block{j + 1}')(x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
 def resnet(name: str = 'resnet18', *, width: int = 64, stem: str = 'imagenet',
-           stage_sizes: Sequence[int] = (), dtype: Any = jnp.float32) -> ResNet:
+           stage_sizes: Sequence[int] = (), dtype: Any = jnp.float32,
+           conv_general_dilated: Any = None) -> ResNet:
   """A named ResNet ('resnet_tiny', 'resnet18', 'resnet34', 'resnet50', 'resnet101').
 
   `stage_sizes` (non-empty) overrides the named depth; 'resnet_tiny' is one basic block per
   stage (with width 32: 32-64-128-256 channels), small enough to train on a CPU.
+  `conv_general_dilated`: None (lax's) or `jssl.models.conv.conv_general_dilated` (a faster
+  weight gradient on XLA:CPU).
   """
   if name not in STAGES:
     raise ValueError(f'unknown backbone {name!r}; choose one of {sorted(STAGES)}')
   sizes, block = STAGES[name]
   return ResNet(stage_sizes=tuple(stage_sizes) or sizes, block=block, width=width, stem=stem,
-                dtype=dtype)
+                dtype=dtype, conv_general_dilated=conv_general_dilated)
 
 
 def feature_dim(model: ResNet) -> int:
