@@ -11,9 +11,15 @@ and of the trained one at the end (k = 20; a bank of `--bank` training images sp
 over the split, every one of the 10,000 test images as queries). Anything
 after `--` is passed to every run. A finished method (final.json present) is not rerun, so the
 command resumes. Writes OUT/table.md (a markdown table) and prints it.
+
+The budget cuts each preset's run short, so schedules a method states in epochs (DINO's frozen
+last layer and teacher-temperature warm-up, SwAV's frozen prototypes and queue start) are
+scaled to keep their fraction of the run: a key of e epochs in a preset of E epochs becomes
+e * (budget epochs) / E, passed as `--config.method.KEY=...` (printed with the command).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +29,33 @@ import time
 ALL = ('simclr', 'byol', 'nnclr', 'mean_shift', 'moco_v2', 'moco_v3', 'simsiam', 'dino',
        'vicreg', 'barlow_twins', 'swav', 'mae', 'simmim')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCH_KEYS = {'dino': ('freeze_last_layer_epochs', 'warmup_teacher_temp_epochs'),
+              'swav': ('freeze_prototypes_epochs', 'queue_start_epoch')}
+
+
+def preset_config(method: str, preset: str):
+  spec = importlib.util.spec_from_file_location(f'budget_{method}',
+                                                os.path.join(ROOT, 'configs', f'{method}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def count_images(folder: str) -> int:
+  return sum(len(os.listdir(os.path.join(folder, d))) for d in os.listdir(folder)
+             if os.path.isdir(os.path.join(folder, d)))
+
+
+def epoch_overrides(method: str, preset: str, steps: int, train_examples: int) -> list[str]:
+  """`--config.method.KEY=...` keeping each epoch-valued schedule's fraction of the run."""
+  keys = EPOCH_KEYS.get(method, ())
+  if not keys:
+    return []
+  c = preset_config(method, preset)
+  budget_epochs = steps / max(train_examples // c.batch_size, 1)
+  preset_epochs = (c.total_steps / max(train_examples // c.batch_size, 1) if c.total_steps
+                   else c.total_epochs)
+  return [f'--config.method.{k}={c.method[k] * budget_epochs / preset_epochs:.6g}' for k in keys]
 
 
 def run_method(method: str, args, extra: list[str]) -> dict:
@@ -34,7 +67,9 @@ def run_method(method: str, args, extra: list[str]) -> dict:
            f'--config.data.eval_source=folder:{args.data}', f'--config.total_steps={args.steps}',
            '--config.eval.at_start=True', '--config.eval.final=True',
            '--config.eval.every_epochs=0', '--config.log.tensorboard=False',
-           f'--config.eval.max_train_examples={args.bank}'] + extra
+           f'--config.eval.max_train_examples={args.bank}']
+    cmd += epoch_overrides(method, args.preset, args.steps,
+                           count_images(os.path.join(args.data, 'train'))) + extra
     print('$ ' + ' '.join(cmd), file=sys.stderr, flush=True)
     t = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT)

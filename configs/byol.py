@@ -37,6 +37,9 @@ def get_config(arg=None):
     c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,))
   elif preset == 'cifar10':
     common.cifar10(c)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c)
+    c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,))
   elif preset == 'imagenet':
     common.imagenet(c)
     c.data = common.data_block('byol', 'tfds:imagenet2012', 'tfds:imagenet2012', 224)
@@ -46,5 +49,5 @@ def get_config(arg=None):
     c.optim.update(lr=0.2, weight_decay=1.5e-6, warmup_epochs=10.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/byol.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10', 'cifar10_cpu' or 'imagenet'")
   return c

@@ -39,6 +39,10 @@ def get_config(arg=None):
     c.optim.update(lr=1.0)
   elif preset == 'cifar10':
     common.cifar10(c)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c)
+    c.method.update(proj_hidden_dims=(512,), proj_dim=128)
+    c.optim.update(lr=1.0)
   elif preset == 'imagenet':
     common.imagenet(c)
     c.data = common.data_block('simclr', 'tfds:imagenet2012', 'tfds:imagenet2012', 224)
@@ -49,5 +53,5 @@ def get_config(arg=None):
     c.optim.update(lr=0.3, weight_decay=1e-6, warmup_epochs=10.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/simclr.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10', 'cifar10_cpu' or 'imagenet'")
   return c

@@ -287,6 +287,20 @@ def test_swav_prototypes_frozen_then_trained():
   assert np.abs(kernels[3] - kernels[2]).max() > 1e-6
 
 
+def test_epochs_are_the_engines_epochs_not_total_steps_over_total_epochs():
+  """A run cut short by total_steps keeps the data's epoch: 200 steps of a 4-epoch config with
+  390 steps per epoch freezes the prototypes / DINO's last layer for 390 * fraction steps."""
+  for name, key, attr in (('swav', 'freeze_prototypes_epochs', 'freeze_prototypes_steps'),
+                          ('dino', 'freeze_last_layer_epochs', 'freeze_last_layer_steps')):
+    c = tiny_config(name, **{key: 0.5})
+    c.total_epochs, c.steps_per_epoch = 4, 0
+    assert getattr(methods.build(c, 200, steps_per_epoch=390), attr) == 195
+    assert getattr(methods.build(c, 200), attr) == 25  # no plan given: 200 / 4 steps per epoch
+    c.steps_per_epoch = 10  # the config's own value wins over the plan's
+    assert getattr(methods.build(c, 200, steps_per_epoch=390), attr) == 5
+    assert c.steps_per_epoch == 10  # build does not modify the caller's config
+
+
 def test_swav_queue_starts_fills_and_is_used():
   """queue of 32 rows from step 1: step 0 pushes nothing; steps 1 and 2 fill it (FIFO, pointer
   wraps to 0); steps 0-2 use only the batch; step 3 runs Sinkhorn over queue + batch rows and

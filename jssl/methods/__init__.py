@@ -146,11 +146,20 @@ REGISTRY = {'simclr': _simclr, 'byol': _byol, 'mae': _mae, 'simmim': _simmim,
             'beit': _beit}
 
 
-def build(config, total_steps: int) -> Method:
-  """The method of `config.method.name`, for a run of `total_steps` steps."""
+def build(config, total_steps: int, steps_per_epoch: int = 0) -> Method:
+  """The method of `config.method.name`, for a run of `total_steps` steps.
+
+  `steps_per_epoch`: the engine's (training examples // batch size) when `config.steps_per_epoch`
+  is 0; methods with schedules in epochs (DINO, SwAV) read it. Without either they take
+  total_steps / total_epochs.
+  """
   name = config.method.name
   if name not in REGISTRY:
     raise ValueError(f'unknown config.method.name {name!r}; choose one of {sorted(REGISTRY)}')
+  if steps_per_epoch and not config.get('steps_per_epoch', 0):
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.steps_per_epoch = int(steps_per_epoch)
   return REGISTRY[name](config, total_steps)
 
 

@@ -72,7 +72,8 @@ def backbone_from_config(model_cfg):
 
 
 def steps_per_epoch(config, total_steps: int) -> float:
-  """`config.steps_per_epoch`, or total_steps / total_epochs (the engine's plan, inverted)."""
+  """`config.steps_per_epoch` (set by `methods.build` from the engine's plan), or else
+  total_steps / total_epochs."""
   if config.get('steps_per_epoch', 0):
     return float(config.steps_per_epoch)
   epochs = float(config.get('total_epochs', 0) or 0)

@@ -137,7 +137,7 @@ def build_engine(config, plan: dict, mesh):
   parts['augment'] = (config.data.recipe, config.data.augment, config.data.on_device_photometric)
   key = (repr(parts), tuple(sorted(plan.items())), tuple(d.id for d in mesh.devices.flat))
   if key not in _ENGINES:
-    method = methods.build(config, plan['total_steps'])
+    method = methods.build(config, plan['total_steps'], plan['steps_per_epoch'])
     tx, schedule = param_groups.build(config.optim, config.batch_size, plan['total_steps'],
                                       plan['warmup_steps'],
                                       getattr(method, 'optim_groups', tuple)())
