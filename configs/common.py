@@ -115,8 +115,9 @@ def cifar10_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The 30-minute CPU budget on the full CIFAR-10 (issue #4's check): the one-block-per-stage
   ResNet at widths 16-32-64-128 (CIFAR stem, 0.7M parameters), batch 256, `total_steps` sized
   to ~30 min of training on 2 CPU cores, kNN (k = 20, 200) on all 50k training images against
-  the 10k test images before training (the random-init baseline) and at the end. The data has
-  no default: pass --config.data.source=folder:DIR --config.data.eval_source=folder:DIR."""
+  the 10k test images before training (the random-init baseline) and at the end. The data
+  source is cifar10's (tfds:cifar10, a download); for ../shared/data/cifar10 extracted to DIR
+  pass --config.data.source=folder:DIR --config.data.eval_source=folder:DIR."""
   cifar10(c)
   c.model.update(name='resnet_tiny', width=16, stem='cifar')
   c.batch_size = 256
