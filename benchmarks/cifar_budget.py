@@ -13,9 +13,10 @@ after `--` is passed to every run. A finished method (final.json present) is not
 command resumes. Writes OUT/table.md (a markdown table) and prints it.
 
 The budget cuts each preset's run short, so schedules a method states in epochs (DINO's frozen
-last layer and teacher-temperature warm-up, SwAV's frozen prototypes and queue start) are
-scaled to keep their fraction of the run: a key of e epochs in a preset of E epochs becomes
-e * (budget epochs) / E, passed as `--config.method.KEY=...` (printed with the command).
+last layer, SwAV's frozen prototypes and queue start) are scaled to keep their fraction of the
+run: a key of e epochs in a preset of E epochs becomes e * (budget epochs) / E, passed as
+`--config.method.KEY=...` (printed with the command). DINO's teacher-temperature warm-up is a
+per-epoch staircase in whole epochs (as in DINO's code) and is left as the preset sets it.
 """
 
 import argparse
@@ -29,7 +30,7 @@ import time
 ALL = ('simclr', 'byol', 'nnclr', 'mean_shift', 'moco_v2', 'moco_v3', 'simsiam', 'dino',
        'vicreg', 'barlow_twins', 'swav', 'mae', 'simmim')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCH_KEYS = {'dino': ('freeze_last_layer_epochs', 'warmup_teacher_temp_epochs'),
+EPOCH_KEYS = {'dino': ('freeze_last_layer_epochs',),
               'swav': ('freeze_prototypes_epochs', 'queue_start_epoch')}
 
 

@@ -53,7 +53,8 @@ def get_config(arg=None):
       out_dim=4096, hidden_dim=2048, bottleneck_dim=256, n_layers=3, use_bn_in_head=False,
       norm_last_layer=True, student_temp=0.1, teacher_temp=0.07, warmup_teacher_temp=0.04,
       warmup_teacher_temp_epochs=50, center_momentum=0.9, tau_base=0.9995,
-      freeze_last_layer_epochs=1.0)
+      freeze_last_layer_epochs=1.0,
+      running_stats_all_crops=False)
   c.optim.update(name='lars', lr=0.3, lr_scaling='linear', weight_decay=1e-6,
                  weight_decay_end=config_dict.placeholder(float))
   cifar_crops = dict(n_global=2, global_size=32, global_scale=(0.08, 1.0), n_local=0,

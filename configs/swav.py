@@ -53,7 +53,8 @@ def get_config(arg=None):
   c.method.update(
       proj_hidden_dims=(2048,), proj_dim=128, n_prototypes=3000, temperature=0.1, epsilon=0.05,
       sinkhorn_iters=3, assign_crops=(0, 1), freeze_prototypes_epochs=1.0, queue_length=0,
-      queue_start_epoch=15.0)
+      queue_start_epoch=15.0,
+      running_stats_all_crops=False)
   c.optim.update(name='lars', lr=0.6, lr_scaling='linear', weight_decay=1e-6)
   cifar_crops = dict(n_global=2, global_size=32, global_scale=(0.08, 1.0), n_local=0,
                      local_size=16, local_scale=(0.05, 0.14), global_blur_p=(0.5, 0.5),

@@ -28,7 +28,7 @@ def test_dino_and_swav_schedules_keep_their_fraction_of_the_run():
   (a quarter of the preset's run) becomes a quarter of the budget: 50 steps = 0.1282 epochs."""
   dino = overrides('dino', 200)
   assert dino['freeze_last_layer_epochs'] * 390 == pytest.approx(50, abs=1e-3)
-  assert dino['warmup_teacher_temp_epochs'] * 390 == pytest.approx(50, abs=1e-3)
+  assert 'warmup_teacher_temp_epochs' not in dino  # whole epochs, a staircase: left as set
   swav = budget.preset_config('swav', 'tiny').method
   scaled = overrides('swav', 200)
   assert scaled['freeze_prototypes_epochs'] == pytest.approx(

@@ -2,6 +2,7 @@
 temperature, frozen last layer; SwAV's prototypes, their freeze and the queue; the weight-decay
 schedule; losses on the methods' own outputs; 1 device == 8 devices; presets."""
 
+import dataclasses
 import functools
 import importlib.util
 import math
@@ -299,6 +300,31 @@ def test_epochs_are_the_engines_epochs_not_total_steps_over_total_epochs():
     c.steps_per_epoch = 10  # the config's own value wins over the plan's
     assert getattr(methods.build(c, 200, steps_per_epoch=390), attr) == 5
     assert c.steps_per_epoch == 10  # build does not modify the caller's config
+
+
+def test_running_averages_follow_the_global_crops_unless_all_crops_asked():
+  """Batch statistics of both groups normalize training alike; the BN running averages are the
+  global group's update alone by default, and global-then-local with running_stats_all_crops."""
+  method, batch, (params, stats, _) = _built('swav')
+  groups = method.crops.groups(batch)
+  bb = stats['backbone']
+
+  def update(stats, views):
+    x = method.normalize(jnp.concatenate(views))
+    return method.backbone.apply({'params': params['backbone'], 'batch_stats': stats}, x,
+                                 train=True, mutable=['batch_stats'])
+
+  (h_global, after_global), (h_local, _) = update(bb, groups[0]), update(bb, groups[1])
+  h_chain, after_both = update(after_global['batch_stats'], groups[1])
+  np.testing.assert_allclose(h_chain, h_local, rtol=1e-5, atol=1e-6)  # train mode: batch stats
+  want_features = jnp.concatenate([h_global, h_local])
+  for chain, want_stats in ((False, after_global['batch_stats']),
+                            (True, after_both['batch_stats'])):
+    m = dataclasses.replace(method, running_stats_all_crops=chain)
+    h, new = multicrop.backbone_groups(m, m.backbone, params['backbone'], bb, groups)
+    _close(h, want_features)
+    _close(new, want_stats)
+  assert _changed(after_global['batch_stats'], after_both['batch_stats'])
 
 
 def test_swav_queue_starts_fills_and_is_used():

@@ -53,6 +53,7 @@ class DINO(base.Method):
   warmup_teacher_temp_epochs: int = 0
   center_momentum: float = 0.9
   freeze_last_layer_steps: int = 0
+  running_stats_all_crops: bool = False  # see multicrop.backbone_groups
   mean: tuple = base.CIFAR10_MEAN
   std: tuple = base.CIFAR10_STD
   name: str = 'dino'
@@ -141,5 +142,6 @@ def build_dino(config, total_steps: int) -> DINO:
       warmup_teacher_temp_epochs=int(m.warmup_teacher_temp_epochs),
       center_momentum=float(m.center_momentum),
       freeze_last_layer_steps=multicrop.epochs_to_steps(m.freeze_last_layer_epochs, spe),
+      running_stats_all_crops=bool(m.get('running_stats_all_crops', False)),
       mean=tuple(model.get('mean', None) or base.CIFAR10_MEAN),
       std=tuple(model.get('std', None) or base.CIFAR10_STD))

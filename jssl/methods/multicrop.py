@@ -101,14 +101,24 @@ def apply_backbone(backbone, params, batch_stats, x, *, train=True, rng=None):
 
 def backbone_groups(method, backbone, params, batch_stats, groups, rng=None):
   """Features of every crop, `[sum of group sizes, F]` in view order, and the new BN stats:
-  each group (a list of `[N, H, W, 3]` crops of one size) runs as one concatenated batch."""
-  feats = []
+  each group (a list of `[N, H, W, 3]` crops of one size) runs as one concatenated batch,
+  normalized by its own batch statistics.
+
+  BN's running averages (used only at evaluation) follow the global crops (group 0), the
+  resolution features are evaluated at; with `method.running_stats_all_crops` every group's
+  update chains into them, as successive forward passes do in the DINO / SwAV PyTorch code
+  (there the averages end up about half local-crop statistics). Training is the same either way.
+  """
+  chain = bool(getattr(method, 'running_stats_all_crops', False))
+  feats, new_stats = [], batch_stats
   for i, group in enumerate(groups):
     x = method.normalize(jnp.concatenate(group, axis=0))
     r = None if rng is None else jax.random.fold_in(rng, i)
-    h, batch_stats = apply_backbone(backbone, params, batch_stats, x, rng=r)
+    h, stats = apply_backbone(backbone, params, new_stats if chain else batch_stats, x, rng=r)
+    if i == 0 or chain:
+      new_stats = stats
     feats.append(h)
-  return jnp.concatenate(feats, axis=0), batch_stats
+  return jnp.concatenate(feats, axis=0), new_stats
 
 
 def init_backbone(backbone, rng, x):

@@ -57,6 +57,7 @@ class SwAV(base.Method):
   freeze_prototypes_steps: int = 0
   queue_length: int = 0
   queue_start_step: int = 0
+  running_stats_all_crops: bool = False  # see multicrop.backbone_groups
   mean: tuple = base.CIFAR10_MEAN
   std: tuple = base.CIFAR10_STD
   name: str = 'swav'
@@ -148,5 +149,6 @@ def build_swav(config, total_steps: int) -> SwAV:
       freeze_prototypes_steps=multicrop.epochs_to_steps(m.freeze_prototypes_epochs, spe),
       queue_length=int(m.queue_length),
       queue_start_step=multicrop.epochs_to_steps(m.queue_start_epoch, spe),
+      running_stats_all_crops=bool(m.get('running_stats_all_crops', False)),
       mean=tuple(model.get('mean', None) or base.CIFAR10_MEAN),
       std=tuple(model.get('std', None) or base.CIFAR10_STD))
