@@ -1,7 +1,7 @@
 """SwAV (Caron et al., 2020). Presets, chosen by `--config configs/swav.py:PRESET`:
 
 - tiny (the default): the narrow CPU ResNet (CIFAR stem) on the embedded 10k/2k CIFAR-10 subset,
-  multi-crop 2 x 32 px + 2 x 16 px, projector 512-128, 100 prototypes (frozen for 1 epoch),
+  multi-crop 2 x 32 px + 2 x 16 px, projector 512-128, 3000 prototypes (frozen for 1 epoch),
   LARS, no queue.
     python -m jssl.main --config configs/swav.py --workdir runs/swav-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
@@ -64,7 +64,9 @@ def get_config(arg=None):
     c.data = _multicrop(common, 'embedded', 32, **dict(
         cifar_crops, global_scale=(0.25, 1.0), n_local=2, local_scale=(0.08, 0.25),
         global_blur_p=(0.0, 0.0), local_blur_p=0.0))
-    c.method.update(proj_hidden_dims=(512,), proj_dim=128, n_prototypes=100)
+    # K >= D (3000 >= 128) as in every SwAV set-up: with K < D (this preset had 100) the
+    # projections can turn orthogonal to every prototype, a fixed point it collapsed into.
+    c.method.update(proj_hidden_dims=(512,), proj_dim=128, n_prototypes=3000)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.data = _multicrop(common, 'tfds:cifar10', 32, **cifar_crops)

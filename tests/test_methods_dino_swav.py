@@ -327,6 +327,23 @@ def test_running_averages_follow_the_global_crops_unless_all_crops_asked():
   assert _changed(after_global['batch_stats'], after_both['batch_stats'])
 
 
+def test_swav_refuses_fewer_prototypes_than_dimensions():
+  """K < D leaves a null space: z orthogonal to every prototype scores 0 everywhere, Sinkhorn
+  of equal scores is uniform, so loss = log K with zero gradient: a collapse (the old tiny
+  preset's 100 prototypes for 128 dimensions fell into it). The builder names both keys."""
+  with pytest.raises(ValueError, match=r'n_prototypes \(6\) < config.method.proj_dim \(8\)'):
+    methods.build(tiny_config('swav', n_prototypes=6), 100)
+  k, d, n = 6, 8, 5
+  protos = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))[0][:, :k]  # [D, K]
+  z = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))[0][:, k:k + 1].T  # null space
+  scores = jnp.asarray(np.repeat(z @ protos, n, axis=0)[None].repeat(2, axis=0), jnp.float32)
+  np.testing.assert_allclose(scores, 0.0, atol=1e-6)
+  loss, grad = jax.value_and_grad(lambda s: losses.swav_loss(
+      s, temperature=0.1, epsilon=0.05, n_iters=3, assign_crops=(0, 1)))(scores)
+  np.testing.assert_allclose(loss, math.log(k), rtol=1e-5)
+  np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+
+
 def test_swav_queue_starts_fills_and_is_used():
   """queue of 32 rows from step 1: step 0 pushes nothing; steps 1 and 2 fill it (FIFO, pointer
   wraps to 0); steps 0-2 use only the batch; step 3 runs Sinkhorn over queue + batch rows and

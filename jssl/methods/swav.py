@@ -13,6 +13,8 @@
   `queue_start_step` on, each step pushes this batch's z of crop a (after using the queue);
   once a queue is full its rows' scores `queue @ C` are stacked above the batch's before
   Sinkhorn and only the batch rows of the codes are kept (as main_swav.py does).
+- K >= D is required (the builder refuses K < D): with fewer prototypes than dimensions the
+  projections can lie orthogonal to all of them, scores 0, uniform codes: a stationary collapse.
 - update_state: the prototypes are re-normalized after every update; during the first
   `freeze_prototypes_steps` steps they keep their old values (their gradient is stopped too, as
   SwAV sets it to None).
@@ -136,6 +138,12 @@ class SwAV(base.Method):
 def build_swav(config, total_steps: int) -> SwAV:
   """SwAV from `config.method` / `config.model` / `config.data.augment` (see configs/swav.py)."""
   m, model = config.method, config.model
+  if int(m.n_prototypes) < int(m.proj_dim):
+    raise ValueError(
+        f'config.method.n_prototypes ({m.n_prototypes}) < config.method.proj_dim ({m.proj_dim}): '
+        'the projections can then lie orthogonal to every prototype (all scores 0, uniform '
+        'codes and predictions, loss log K, zero gradient), a collapse SwAV does not leave; '
+        'use at least proj_dim prototypes (the paper: 3000 for 128 dimensions)')
   spe = multicrop.steps_per_epoch(config, total_steps)
   dtype = models.DTYPES[model.dtype]
   projector = models.MLP(hidden_dims=tuple(m.proj_hidden_dims), out_dim=int(m.proj_dim),
