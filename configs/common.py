@@ -11,7 +11,8 @@
   method:     name (+ the method's own keys, set by the method file),
   optim:      name ('lars' | 'sgd' | 'adamw' | 'lamb'), lr, lr_scaling ('linear': lr * bs / 256,
               'sqrt': lr * sqrt(bs), 'none'), weight_decay, momentum, nesterov,
-              trust_coefficient, warmup_epochs, schedule ('cosine' | 'constant'), end_lr_factor,
+              trust_coefficient, trust_clip (LARS: cap the trust-ratio step at the SGD step,
+              solo-learn's clip_lr), warmup_epochs, schedule ('cosine' | 'constant'), end_lr_factor,
               clip_norm (0: off), b1, b2, eps,
   checkpoint: every_steps, keep, use_async,
   log:        every_steps (progress line and metrics.jsonl), tensorboard,
@@ -72,7 +73,7 @@ def base(method: str, preset: str) -> ml_collections.ConfigDict:
       conv_weight_grad='auto', mean=CIFAR10_MEAN, std=CIFAR10_STD))
   c.optim = ml_collections.ConfigDict(dict(
       name='lars', lr=0.3, lr_scaling='linear', weight_decay=1e-6, momentum=0.9, nesterov=False,
-      trust_coefficient=1e-3, warmup_epochs=10.0, schedule='cosine', end_lr_factor=0.0,
+      trust_coefficient=1e-3, trust_clip=False, warmup_epochs=10.0, schedule='cosine', end_lr_factor=0.0,
       clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, use_async=True))
   c.log = ml_collections.ConfigDict(dict(every_steps=50, tensorboard=True))

@@ -152,6 +152,69 @@ def test_lars_leaves_masked_params_unscaled_and_undecayed():
   np.testing.assert_allclose(updates['dense']['kernel'], -1.5 * 0.1 * 2 / 3, rtol=1e-6)
 
 
+def _solo_learn_lars_reference(params, grads_seq, lrs, wd, eta, momentum):
+  """solo-learn's LARS with clip_lr and exclude_bias_n_norm, in float64 NumPy: for a weight,
+  d = (g + wd w) * min(eta ||w|| / (||g + wd w|| lr) , 1); biases and norms: d = g; then
+  momentum on the lr-scaled step as optax.lars has it, buf = m buf + lr d, w -= buf (torch's SGD
+  scales after the momentum; the two agree at a constant lr)."""
+  w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  buf = {k: np.zeros_like(v) for k, v in w.items()}
+  for grads, lr in zip(grads_seq, lrs):
+    for k in w:
+      g = np.asarray(grads[k], np.float64)
+      if k == 'kernel':
+        u = g + wd * w[k]
+        ratio = eta * np.linalg.norm(w[k]) / (np.linalg.norm(u) * lr)
+        g = u * min(ratio, 1.0)
+      buf[k] = momentum * buf[k] + lr * g
+      w[k] = w[k] - buf[k]
+  return w
+
+
+def test_lars_trust_clip_matches_solo_learn_reference():
+  rng = np.random.default_rng(0)
+  params = {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            'bias': jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+  # Large then tiny gradients: the clip binds on the first steps (ratio > 1) and not later.
+  grads_seq = [jax.tree.map(lambda p, s=s: jnp.asarray(rng.normal(size=p.shape) * s,
+                                                        jnp.float32), params)
+               for s in (1e-3, 1e-3, 10.0, 10.0, 1.0)]
+  lrs = [0.5, 0.4, 0.3, 0.2, 0.1]
+  schedule = lambda count: jnp.asarray(lrs)[count]
+  tx = optim.lars_clipped(schedule, weight_decay=0.01, trust_coefficient=0.02, momentum=0.9,
+                          nesterov=False)
+  state, p = tx.init(params), params
+  for g in grads_seq:
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  want = _solo_learn_lars_reference(params, grads_seq, lrs, 0.01, 0.02, 0.9)
+  for k in want:
+    np.testing.assert_allclose(np.asarray(p[k], np.float64), want[k], rtol=1e-5, atol=1e-7)
+  # Without the clip, optax.lars differs on the steps where the clip binds.
+  plain = optax.lars(schedule, weight_decay=0.01, weight_decay_mask=optim.decay_mask,
+                     trust_coefficient=0.02, trust_ratio_mask=optim.decay_mask, momentum=0.9)
+  state, q = plain.init(params), params
+  for g in grads_seq:
+    updates, state = plain.update(g, state, q)
+    q = optax.apply_updates(q, updates)
+  assert not np.allclose(np.asarray(q['kernel']), want['kernel'], rtol=1e-3)
+
+
+def test_build_uses_the_clipped_lars_when_trust_clip_is_set():
+  config = tiny_config('simclr')
+  config.optim.update(name='lars', trust_clip=True, trust_coefficient=0.02, weight_decay=0.0,
+                      momentum=0.0, warmup_epochs=0.0)
+  tx, _ = optim.build(config.optim, 256, 10, 0)
+  params = {'Dense_0': {'kernel': jnp.ones((2, 2))}}
+  huge = {'Dense_0': {'kernel': jnp.full((2, 2), 100.0)}}
+  tiny = {'Dense_0': {'kernel': jnp.full((2, 2), 1e-6)}}
+  lr = config.optim.lr
+  up_huge, _ = tx.update(huge, tx.init(params), params)  # LARS binds: step 0.02 * ||w|| / ||g|| g
+  np.testing.assert_allclose(up_huge['Dense_0']['kernel'], -0.02 * 2 / 200 * 100, rtol=1e-5)
+  up_tiny, _ = tx.update(tiny, tx.init(params), params)  # the clip binds: the SGD step lr * g
+  np.testing.assert_allclose(up_tiny['Dense_0']['kernel'], -lr * 1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize('scaling,want', [('linear', 0.3 * 512 / 256), ('sqrt', 0.3 * 512**0.5),
                                           ('none', 0.3)])
 def test_lr_scaling(scaling, want):

@@ -9,6 +9,9 @@
   'constant' (warm-up, then constant);
 - weight decay and the LARS trust ratio apply to weights only: `decay_mask` excludes biases and
   normalization (BatchNorm / LayerNorm) parameters;
+- `trust_clip` (LARS only; solo-learn's `clip_lr`): the trust-ratio-scaled step of a weight is
+  capped at the plain SGD step, `lr_t * min(eta ||w|| / (lr_t ||u||), 1) * u` with
+  `u = g + wd * w` and `eta = trust_coefficient` (solo-learn's CIFAR recipes: eta 0.02);
 - `clip_norm > 0` clips gradients by global norm first.
 """
 
@@ -16,6 +19,7 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import optax
 
 NAMES = ('lars', 'sgd', 'adamw', 'lamb')
@@ -64,12 +68,54 @@ def schedule_fn(cfg, peak: float, total_steps: int, warmup_steps: int):
   raise ValueError(f'config.optim.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}')
 
 
+def scale_by_clipped_trust_ratio(learning_rate, trust_coefficient: float
+                                 ) -> optax.GradientTransformation:
+  """Scales each update `u` by `min(eta ||w|| / (lr_t ||u||), 1)` (solo-learn's LARS with
+  `clip_lr`): the LARS step `eta ||w|| u / ||u||` capped at the SGD step `lr_t u`. `lr_t` is
+  `learning_rate` (a schedule) at the step being taken; a zero norm or lr leaves `u` as it is."""
+  schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params):
+    if params is None:
+      raise ValueError('scale_by_clipped_trust_ratio needs the parameters')
+    lr_t = jnp.asarray(schedule(state.count), jnp.float32)
+
+    def scale(u, w):
+      w_norm = jnp.linalg.norm(w.astype(jnp.float32))
+      u_norm = jnp.linalg.norm(u.astype(jnp.float32))
+      ok = (w_norm > 0) & (u_norm > 0) & (lr_t > 0)
+      ratio = trust_coefficient * w_norm / jnp.where(ok, u_norm * lr_t, 1.0)
+      return u * jnp.where(ok, jnp.minimum(ratio, 1.0), 1.0).astype(u.dtype)
+
+    return (jax.tree.map(scale, updates, params),
+            optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count)))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lars_clipped(learning_rate, weight_decay, trust_coefficient: float, momentum: float,
+                 nesterov: bool) -> optax.GradientTransformation:
+  """optax.lars with the clipped trust ratio (weights only: biases and norm parameters get
+  plain SGD with momentum and no weight decay, as in optax.lars with these masks)."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      optax.masked(scale_by_clipped_trust_ratio(learning_rate, trust_coefficient), decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+      optax.trace(decay=momentum, nesterov=nesterov))
+
+
 def build(cfg, batch_size: int, total_steps: int, warmup_steps: int):
   """`(tx, schedule)` for `config.optim` and a run of `total_steps` steps."""
   peak = scaled_lr(cfg.lr, batch_size, cfg.lr_scaling)
   lr = schedule_fn(cfg, peak, total_steps, warmup_steps)
   wd = cfg.weight_decay
-  if cfg.name == 'lars':
+  if cfg.name == 'lars' and cfg.get('trust_clip', False):
+    tx = lars_clipped(lr, wd, cfg.trust_coefficient, cfg.momentum, cfg.nesterov)
+  elif cfg.name == 'lars':
     tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask,
                     trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=decay_mask,
                     momentum=cfg.momentum, nesterov=cfg.nesterov)
