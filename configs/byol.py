@@ -12,7 +12,7 @@
     python -m jssl.main --config configs/byol.py:cifar10 --workdir runs/byol-cifar10
   Expected: about 92% linear top-1 on CIFAR-10 after 1000 epochs (solo-learn reports 92.6%).
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu): the
-  one-block ResNet at widths 16-32-64-128, batch 256, 800 steps (~4 epochs), LARS lr 1.0,
+  one-block ResNet at widths 16-32-64-128, batch 256, 2300 steps (~12 epochs), LARS lr 1.0,
   projector and predictor 512-128,
   tau 0.99 -> 1; kNN on all 50k/10k images before and after training.
     python -m jssl.main --config configs/byol.py:cifar10_cpu --workdir runs/byol-c30 \

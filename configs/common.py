@@ -73,8 +73,8 @@ def base(method: str, preset: str) -> ml_collections.ConfigDict:
       conv_weight_grad='auto', mean=CIFAR10_MEAN, std=CIFAR10_STD))
   c.optim = ml_collections.ConfigDict(dict(
       name='lars', lr=0.3, lr_scaling='linear', weight_decay=1e-6, momentum=0.9, nesterov=False,
-      trust_coefficient=1e-3, trust_clip=False, warmup_epochs=10.0, schedule='cosine', end_lr_factor=0.0,
-      clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8))
+      trust_coefficient=1e-3, trust_clip=False, warmup_epochs=10.0, schedule='cosine',
+      end_lr_factor=0.0, clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, use_async=True))
   c.log = ml_collections.ConfigDict(dict(every_steps=50, tensorboard=True))
   c.eval = eval_block()
@@ -99,12 +99,16 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """ResNet-18 with the CIFAR stem at 32 px, batch 512, 1000 epochs (solo-learn's set-up)."""
+  """ResNet-18 with the CIFAR stem at 32 px, batch 512, 1000 epochs, LARS with eta 0.02 and
+  the clipped trust ratio (solo-learn's set-up)."""
   c.model.update(name='resnet18', width=64, stem='cifar')
   c.data.source, c.data.eval_source = 'tfds:cifar10', 'tfds:cifar10'
   c.batch_size = 512
   c.total_epochs = 1000
-  c.optim.update(name='lars', warmup_epochs=10.0, weight_decay=1e-5)
+  # solo-learn's LARS for CIFAR: eta 0.02 with clip_lr (the step capped at the SGD step),
+  # biases and norms excluded.
+  c.optim.update(name='lars', warmup_epochs=10.0, weight_decay=1e-5, trust_coefficient=0.02,
+                 trust_clip=True)
   c.checkpoint.every_steps = 2000
   c.log.every_steps = 50
   c.eval.every_epochs = 50
@@ -122,8 +126,10 @@ def cifar10_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   cifar10(c)
   c.model.update(name='resnet_tiny', width=16, stem='cifar')
   c.batch_size = 256
-  c.total_steps = 800
-  c.optim.update(warmup_epochs=0.5)
+  c.total_steps = 2300
+  # The short run keeps optax's LARS (eta 1e-3, no clip): at 150 steps it reached kNN 35.4%
+  # against 32.8% for solo-learn's clipped eta 0.02 at lr 0.4 (SimCLR, measured in one session).
+  c.optim.update(warmup_epochs=0.5, trust_coefficient=1e-3, trust_clip=False)
   c.checkpoint.every_steps = 100
   c.log.every_steps = 10
   c.eval.update(every_epochs=0, at_start=True, final=True, linear_probe=False,

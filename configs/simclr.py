@@ -14,7 +14,7 @@
   Expected: about 90% kNN / linear top-1 on the CIFAR-10 test set after 1000 epochs (solo-learn
   reports 90.7% linear).
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu): the
-  one-block ResNet at widths 16-32-64-128, batch 256, 800 steps (~4 epochs), LARS lr 1.0,
+  one-block ResNet at widths 16-32-64-128, batch 256, 2300 steps (~12 epochs), LARS lr 1.0,
   T 0.2, projector 512-128; kNN on all 50k/10k images before and after training.
     python -m jssl.main --config configs/simclr.py:cifar10_cpu --workdir runs/simclr-c30 \
       --config.data.source=folder:/tmp/cifar10 --config.data.eval_source=folder:/tmp/cifar10

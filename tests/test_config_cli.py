@@ -50,6 +50,11 @@ def test_preset_hyper_parameters():
       'lars', 0.4, 'linear', 1e-5)
   assert s.method.temperature == 0.2 and tuple(s.method.proj_hidden_dims) == (2048,)
   assert s.method.proj_dim == 256 and s.optim.warmup_epochs == 10
+  # solo-learn's LARS: eta 0.02, clip_lr; the 30-minute CPU preset keeps optax's plain LARS.
+  assert (s.optim.trust_coefficient, s.optim.trust_clip) == (0.02, True)
+  assert (b.optim.trust_coefficient, b.optim.trust_clip) == (0.02, True)
+  c30 = load('simclr')('cifar10_cpu')
+  assert (c30.optim.trust_coefficient, c30.optim.trust_clip, c30.total_steps) == (1e-3, False, 2300)
   assert (b.optim.lr, b.method.tau_base, tuple(b.method.proj_hidden_dims)) == (1.0, 0.99, (4096,))
   si, bi = load('simclr')('imagenet'), load('byol')('imagenet')
   assert (si.model.name, si.batch_size, si.optim.lr, si.optim.weight_decay) == (
