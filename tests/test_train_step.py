@@ -2,6 +2,7 @@
 
 import functools
 import importlib.util
+import math
 import os
 
 import jax
@@ -93,18 +94,32 @@ def test_one_device_equals_eight_devices(name):
 
 def test_byol_target_follows_ema_of_online():
   method, mesh, state, train_step = _setup('byol', 1)
+  init = jax.device_get(state)
+  # at init the target is a copy of the online network
+  jax.tree.map(np.testing.assert_array_equal, init.method_state['target_params'],
+               {k: init.params[k] for k in ('backbone', 'projector')})
+  # Step 0 has lr 0 (warm-up from 0): take it, then check step 1, whose update is not zero.
+  state, _ = train_step(state, sharding.put_batch(_batch(method), mesh))
   before = jax.device_get(state)
   state, _ = train_step(state, sharding.put_batch(_batch(method), mesh))
   after = jax.device_get(state)
-  tau = 0.99  # tau_0 = tau_base
-  want = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o,
-                      before.method_state['target_params'],
-                      {k: after.params[k] for k in ('backbone', 'projector')})
+  online = {k: after.params[k] for k in ('backbone', 'projector')}
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                       {k: before.params[k] for k in ('backbone', 'projector')}, online)
+  assert max(jax.tree.leaves(moved)) > 1e-3  # the online network really moved
+  k, total = 1, method.total_steps
+  tau = 1 - (1 - method.tau_base) * (math.cos(math.pi * k / total) + 1) / 2
+  want = jax.tree.map(lambda t, o: tau * np.float64(t) + (1 - tau) * np.float64(o),
+                      before.method_state['target_params'], online)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                after.method_state['target_params'], want)
-  # at init the target is a copy of the online network
-  jax.tree.map(np.testing.assert_array_equal, before.method_state['target_params'],
-               {k: before.params[k] for k in ('backbone', 'projector')})
+  # the same check with another base (0.99 for the preset's 0.98) fails: the test can tell
+  assert method.tau_base == 0.98
+  wrong = jax.tree.map(lambda t, o: 0.99 * t + 0.01 * o, before.method_state['target_params'],
+                       online)
+  assert not all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: np.allclose(a, b, rtol=1e-6, atol=1e-7),
+      after.method_state['target_params'], wrong)))
 
 
 def test_non_finite_step_keeps_the_old_state():
