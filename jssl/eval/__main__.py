@@ -89,15 +89,17 @@ class GlobalBatches:
     return (feeding.global_batch(b, self.mesh) for b in self.host_batches)
 
 
-def batches(data_cfg, batch_size: int, mesh, *, train: bool, raw: bool = False):
+def batches(data_cfg, batch_size: int, mesh, *, train: bool, raw: bool = False,
+            max_examples: int = 0):
   """Global batches of every example of the train (or eval) split: the eval recipe's views,
-  or with `raw` the images resized to `data.image_size` (uint8)."""
+  or with `raw` the images resized to `data.image_size` (uint8); with `max_examples` only that
+  many, spread evenly over the split (a class-sorted folder keeps every class)."""
   import jax  # pylint: disable=g-import-not-at-top
   from jssl.data import pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
   source = data_cfg.source if train else data_cfg.eval_source
   split = data_cfg.train_split if train else data_cfg.eval_split
   it = pipeline.eval_iterator(data_cfg, batch_size, split=split, source=source, raw=raw,
-                              process_index=jax.process_index(),
+                              max_examples=max_examples, process_index=jax.process_index(),
                               process_count=jax.process_count())
   return GlobalBatches(it, mesh)
 
@@ -118,7 +120,7 @@ def main(argv):
   eval_cfg.update(config.get('eval', {}))
   if FLAGS.linear_probe is not None:
     eval_cfg.linear_probe = FLAGS.linear_probe
-  eval_cfg.max_train_examples = FLAGS.max_train_examples
+  eval_cfg.max_train_examples = cap = FLAGS.max_train_examples
   batch_size = FLAGS.batch_size or int(eval_cfg.get('batch_size', 512))
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch_size, mesh)
@@ -138,7 +140,8 @@ def main(argv):
   t = time.time()
   result.update(evaluate.evaluate(
       features.bind(features_fn, trained.params, trained.batch_stats),
-      batches(data, batch_size, mesh, train=True), batches(data, batch_size, mesh, train=False),
+      batches(data, batch_size, mesh, train=True, max_examples=cap),
+      batches(data, batch_size, mesh, train=False),
       num_classes=num_classes, eval_cfg=eval_cfg))
   log(f'trained: kNN top-1 {result["knn_top1"]:.4f}'
       + (f', linear top-1 {result["linear_top1"]:.4f}' if 'linear_top1' in result else '')
@@ -147,10 +150,11 @@ def main(argv):
   if FLAGS.baselines:
     t = time.time()
     result.update(evaluate.baselines(
-        batches(data, batch_size, mesh, train=True, raw=True),
+        batches(data, batch_size, mesh, train=True, raw=True, max_examples=cap),
         batches(data, batch_size, mesh, train=False, raw=True),
         features.bind(features_fn, fresh.params, fresh.batch_stats), num_classes=num_classes,
-        eval_cfg=eval_cfg, train_batches=batches(data, batch_size, mesh, train=True),
+        eval_cfg=eval_cfg,
+        train_batches=batches(data, batch_size, mesh, train=True, max_examples=cap),
         eval_batches=batches(data, batch_size, mesh, train=False)))
     log(f'baselines: pixels {result["knn_top1_pixels"]:.4f}, random init '
         f'{result["knn_top1_random_init"]:.4f} ({time.time() - t:.0f}s)')
