@@ -54,7 +54,10 @@ def test_preset_hyper_parameters():
   assert (s.optim.trust_coefficient, s.optim.trust_clip) == (0.02, True)
   assert (b.optim.trust_coefficient, b.optim.trust_clip) == (0.02, True)
   c30 = load('simclr')('cifar10_cpu')
-  assert (c30.optim.trust_coefficient, c30.optim.trust_clip, c30.total_steps) == (1e-3, False, 2300)
+  assert (c30.optim.trust_coefficient, c30.optim.trust_clip, c30.total_steps) == (1e-3, False, 3700)
+  # 24 px training views, whole 32 px images for the kNN evaluation.
+  assert (c30.data.augment.image_size, c30.data.eval_augment.image_size) == (24, 32)
+  assert c30.method.temperature == 0.1 and tuple(c30.data.augment.scale) == (0.2, 1.0)
   assert (b.optim.lr, b.method.tau_base, tuple(b.method.proj_hidden_dims)) == (1.0, 0.99, (4096,))
   si, bi = load('simclr')('imagenet'), load('byol')('imagenet')
   assert (si.model.name, si.batch_size, si.optim.lr, si.optim.weight_decay) == (
