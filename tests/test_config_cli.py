@@ -58,6 +58,10 @@ def test_preset_hyper_parameters():
   # 24 px training views, whole 32 px images for the kNN evaluation.
   assert (c30.data.augment.image_size, c30.data.eval_augment.image_size) == (24, 32)
   assert c30.method.temperature == 0.1 and tuple(c30.data.augment.scale) == (0.2, 1.0)
+  b30 = load('byol')('cifar10_cpu')
+  assert (b30.total_steps, b30.data.augment.image_size, b30.data.eval_augment.image_size) == (
+      3200, 24, 32)
+  assert b30.data.recipe == 'byol_cifar' and tuple(b30.data.augment.solarize_p) == (0.0, 0.2)
   assert (b.optim.lr, b.method.tau_base, tuple(b.method.proj_hidden_dims)) == (1.0, 0.99, (4096,))
   si, bi = load('simclr')('imagenet'), load('byol')('imagenet')
   assert (si.model.name, si.batch_size, si.optim.lr, si.optim.weight_decay) == (
