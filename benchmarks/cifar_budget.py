@@ -87,7 +87,7 @@ def table(rows: dict, steps: int) -> str:
   lines = [f'| method | steps | wall (min) | images/s | kNN top-1 random init | kNN top-1 after '
            f'{steps} steps | gain |', '| --- | --- | --- | --- | --- | --- | --- |']
   for name, r in rows.items():
-    init, final = r.get('knn_top1_init', float('nan')), r.get('knn_top1', float('nan'))
+    init, final = r.get('knn_top1_random_init', float('nan')), r.get('knn_top1', float('nan'))
     lines.append(f'| {name} | {r["step"]} | {r["wall_s"] / 60:.1f} | '
                  f'{r.get("images_per_s", float("nan")):.0f} | {100 * init:.2f}% | '
                  f'{100 * final:.2f}% | {100 * (final - init):+.2f} |')

@@ -38,6 +38,13 @@ def get_config(arg=None):
     common.tiny(c)
     c.optim.update(weight_decay=1e-4)
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=512)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=3100)
+    # solo-learn's Barlow Twins for CIFAR (LARS lr 0.3, wd 1e-4, lambda 0.0051, loss x 0.1)
+    # with a 1024-1024-1024 projector, 24 px views of (0.2, 1).
+    c.method.update(proj_hidden_dims=(1024, 1024), proj_dim=1024)
+    c.optim.update(lr=0.3, weight_decay=1e-4)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -53,5 +60,5 @@ def get_config(arg=None):
     c.optim.update(lr=0.2, weight_decay=1.5e-6, warmup_epochs=10.0, end_lr_factor=1e-3)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/barlow_twins.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

@@ -50,6 +50,15 @@ def get_config(arg=None):
     common.tiny(c)
     c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,),
                     bank_size=4096, bn_groups=4)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=2900)
+    # MSF with BYOL's CPU heads (512-128), k = 5 neighbours in a bank of 16384, tau 0.99,
+    # symmetric (each view predicts the other's neighbourhood: twice the targets per step), SGD
+    # lr 0.3, 24 px views of (0.2, 1).
+    c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,),
+                    bank_size=16384, symmetric=True, bn_groups=4)
+    c.optim.update(name='sgd', lr=0.3, weight_decay=1e-4, momentum=0.9)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -65,5 +74,5 @@ def get_config(arg=None):
     c.optim.update(name='sgd', lr=0.05, weight_decay=1e-4, warmup_epochs=0.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/mean_shift.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

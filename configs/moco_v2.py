@@ -44,6 +44,14 @@ def get_config(arg=None):
   if preset == 'tiny':
     common.tiny(c)
     c.method.update(queue_size=4096, proj_hidden_dims=(512,), bn_groups=4)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=2300)
+    # solo-learn's MoCo v2+ for CIFAR (SGD lr 0.3, wd 1e-4, T 0.2, tau 0.99 -> 0.999,
+    # symmetric) at the CPU budget: projector 512-128, a queue of 16384 (64 batches), shuffled
+    # BN over 4 groups, 24 px views of (0.2, 1).
+    c.method.update(queue_size=16384, proj_hidden_dims=(512,), proj_dim=128, bn_groups=4)
+    c.optim.update(name='sgd', lr=0.3, weight_decay=1e-4, momentum=0.9)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -60,5 +68,5 @@ def get_config(arg=None):
     c.optim.update(name='sgd', lr=0.03, weight_decay=1e-4, warmup_epochs=0.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/moco_v2.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

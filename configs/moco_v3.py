@@ -57,6 +57,14 @@ def get_config(arg=None):
   if preset == 'tiny':
     common.tiny(c)
     c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,))
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=2900)
+    # MoCo v3 (ResNet) as BYOL's CPU preset (LARS lr 1.0, tau 0.99 -> 1, heads 512-128) with
+    # its InfoNCE at T 0.2 over the batch, 24 px views of (0.2, 1).
+    c.method.update(proj_hidden_dims=(512,), proj_dim=128, pred_hidden_dims=(512,),
+                    temperature=0.2)
+    c.optim.update(lr=1.0, weight_decay=1e-5)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -81,5 +89,5 @@ def get_config(arg=None):
                      warmup_epochs=40.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/moco_v3.py; choose 'tiny', "
-                     "'cifar10', 'imagenet' or 'imagenet_vit'")
+                     "'cifar10_cpu', 'cifar10', 'imagenet' or 'imagenet_vit'")
   return c

@@ -37,6 +37,14 @@ def get_config(arg=None):
     common.tiny(c)
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=128, pred_hidden_dims=(512,),
                     support_size=4096)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=3100)
+    # SimCLR's CPU recipe (24 px views of (0.2, 1), lr 1.0) with NNCLR's heads at 512-128 and a
+    # support set of 16384 (64 batches: neighbours from the last third of an epoch).
+    c.method.update(proj_hidden_dims=(512, 512), proj_dim=128, pred_hidden_dims=(512,),
+                    support_size=16384, temperature=0.2)
+    c.optim.update(lr=1.0)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -50,5 +58,5 @@ def get_config(arg=None):
     c.optim.update(lr=0.3, weight_decay=1e-6, warmup_epochs=10.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/nnclr.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

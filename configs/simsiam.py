@@ -43,6 +43,13 @@ def get_config(arg=None):
     common.tiny(c)
     c.optim.update(name='sgd', weight_decay=1e-5)
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=512, pred_hidden_dims=(128,))
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=3700)
+    # solo-learn's SimSiam for CIFAR (SGD lr 0.5, wd 1e-5, the predictor's lr fixed) with the
+    # projector 512-512-512 and predictor 128 of the tiny preset, 24 px views of (0.2, 1).
+    c.method.update(proj_hidden_dims=(512, 512), proj_dim=512, pred_hidden_dims=(128,))
+    c.optim.update(name='sgd', lr=0.5, weight_decay=1e-5, momentum=0.9)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -57,5 +64,5 @@ def get_config(arg=None):
     c.optim.update(name='sgd', lr=0.05, weight_decay=1e-4, warmup_epochs=0.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/simsiam.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

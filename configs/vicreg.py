@@ -37,6 +37,13 @@ def get_config(arg=None):
     common.tiny(c)
     c.optim.update(weight_decay=1e-4)
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=512)
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=3200)
+    # solo-learn's VICReg for CIFAR (LARS lr 0.3, wd 1e-4, coefficients 25 / 25 / 1) with an
+    # expander of 1024-1024-1024 (8x the 128-d features), 24 px views of (0.2, 1).
+    c.method.update(proj_hidden_dims=(1024, 1024), proj_dim=1024)
+    c.optim.update(lr=0.3, weight_decay=1e-4)
+    common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.batch_size = 256
@@ -51,5 +58,5 @@ def get_config(arg=None):
     c.optim.update(lr=0.2, weight_decay=1e-6, warmup_epochs=10.0, end_lr_factor=1e-3)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/vicreg.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

@@ -29,6 +29,11 @@ def eval_config() -> ml_collections.ConfigDict:
   c.knn_batch_size = 256  # test rows per kNN chunk
   c.max_train_examples = 0
   c.linear_probe = False
+  # Collapse diagnostics (jssl.methods.collapse) of the backbone features of a fixed probe of
+  # `collapse_examples` eval images, spread over the split, at the logged steps that are
+  # multiples of `collapse_every_steps` (0: off); every kNN evaluation reports them too.
+  c.collapse_every_steps = 50
+  c.collapse_examples = 512
   c.linear = ml_collections.ConfigDict()
   c.linear.epochs = 10
   c.linear.batch_size = 256

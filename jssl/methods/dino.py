@@ -18,6 +18,9 @@
   old value (its gradient is stopped too, as DINO sets it to None); then the teacher becomes
   `tau_k teacher + (1 - tau_k) student`, `tau_k = ema.cosine_momentum(k, total_steps, tau_base)`
   (0.996 -> 1).
+- metrics: loss, teacher_temp, tau, and the collapse diagnostics of the sharpened, centred
+  teacher distribution (jssl.methods.collapse.assignment_entropies, against ln K):
+  `teacher_entropy_of_mean` and `teacher_mean_entropy`.
 - The weight-decay schedule (cosine 0.04 -> 0.4) is the optimizer's: jssl.methods.schedules.
 """
 
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses, models
-from jssl.methods import base, ema, multicrop
+from jssl.methods import base, collapse, ema, multicrop
 from jssl.models import dino_head
 
 sg = jax.lax.stop_gradient
@@ -107,8 +110,12 @@ class DINO(base.Method):
                             student_temp=self.student_temp, teacher_temp=temp)
     center = losses.dino_center(method_state['center'], teacher, momentum=self.center_momentum)
     new_state = dict(method_state, teacher_batch_stats=sg(t_stats), center=center)
+    q = jax.nn.softmax((teacher - jnp.reshape(method_state['center'], (-1,))) / temp, axis=-1)
+    ent = collapse.assignment_entropies(q)
     metrics = {'loss': loss, 'teacher_temp': temp,
-               'tau': ema.cosine_momentum(step, self.total_steps, self.tau_base)}
+               'tau': ema.cosine_momentum(step, self.total_steps, self.tau_base),
+               'teacher_entropy_of_mean': ent['entropy_of_mean'],
+               'teacher_mean_entropy': ent['mean_entropy']}
     return loss, (new_stats, new_state, metrics)
 
   def update_state(self, old_params, params, method_state, step):

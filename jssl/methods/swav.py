@@ -15,6 +15,9 @@
   Sinkhorn and only the batch rows of the codes are kept (as main_swav.py does).
 - K >= D is required (the builder refuses K < D): with fewer prototypes than dimensions the
   projections can lie orthogonal to all of them, scores 0, uniform codes: a stationary collapse.
+- metrics: loss, (queue_used), and the collapse diagnostics of the batch's codes of the first
+  assigned crop (jssl.methods.collapse.assignment_entropies, against ln K):
+  `code_entropy_of_mean`, `code_mean_entropy`.
 - update_state: the prototypes are re-normalized after every update; during the first
   `freeze_prototypes_steps` steps they keep their old values (their gradient is stopped too, as
   SwAV sets it to None).
@@ -27,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl import losses, models
-from jssl.methods import base, ema, multicrop
+from jssl.methods import base, collapse, ema, multicrop
 from jssl.models import dino_head
 
 sg = jax.lax.stop_gradient
@@ -122,6 +125,9 @@ class SwAV(base.Method):
         metrics['queue_used'] = full.astype(jnp.float32)
       loss = swapped_prediction(scores, codes, self.assign_crops, self.temperature)
       new_state = dict(method_state, queues=queues)
+    ent = collapse.assignment_entropies(losses.sinkhorn(scores[self.assign_crops[0]], **kw))
+    metrics.update(code_entropy_of_mean=ent['entropy_of_mean'],
+                   code_mean_entropy=ent['mean_entropy'])
     return loss, (new_stats, new_state, dict(metrics, loss=loss))
 
   def update_state(self, old_params, params, method_state, step):

@@ -6,8 +6,8 @@
 - `MetricsLog(workdir, is_main)`: `write(step, metrics)` appends one JSON object per call to
   workdir/metrics.jsonl and, when clu's metric writers import (they need TensorBoard), writes
   scalars to TensorBoard event files in workdir; only on the main process.
-- `plot_curves(workdir)`: workdir/curves.png with the loss and kNN top-1 accuracy over steps,
-  read back from metrics.jsonl (matplotlib, Agg backend).
+- `plot_curves(workdir)`: workdir/curves.png with the loss, kNN top-1 accuracy and the collapse
+  diagnostics over steps, read back from metrics.jsonl (matplotlib, Agg backend).
 Files go through etils.epath: local paths as before, gs:// paths through tf.io.gfile.
 """
 
@@ -92,23 +92,34 @@ def read_metrics(workdir: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
+_PANELS = (('training loss', ('loss',)), ('kNN top-1', ('knn_top1',)),
+           ('embedding std (L2-normalized; collapse: 0)', ('embedding_std',)),
+           ('effective rank of the features', ('effective_rank',)),
+           ('assignment entropy (nats)', ('teacher_entropy_of_mean', 'teacher_mean_entropy',
+                                          'code_entropy_of_mean', 'code_mean_entropy')))
+
+
 def plot_curves(workdir: str) -> str:
-  """Writes workdir/curves.png (loss and kNN top-1 against step); returns its path."""
+  """Writes workdir/curves.png (loss, kNN top-1 and, where logged, the collapse diagnostics of
+  jssl.methods.collapse, against step); returns its path."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   records = read_metrics(workdir)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-  for ax, key, label in ((axes[0], 'loss', 'training loss'), (axes[1], 'knn_top1', 'kNN top-1')):
-    points = {}
-    for r in records:
-      if key in r:
-        points[r['step']] = r[key]
-    if points:
-      steps = sorted(points)
-      ax.plot(steps, [points[s] for s in steps], marker='.' if key != 'loss' else None)
+  panels = [(title, keys) for i, (title, keys) in enumerate(_PANELS)
+            if i < 2 or any(k in r for r in records for k in keys)]
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+  for ax, (title, keys) in zip(axes[0], panels):
+    for key in keys:
+      points = {r['step']: r[key] for r in records if key in r}
+      if points:
+        steps = sorted(points)
+        ax.plot(steps, [points[s] for s in steps], label=key,
+                marker=None if key == 'loss' or len(steps) > 20 else '.')
+    if len(keys) > 1:
+      ax.legend(fontsize='small')
     ax.set_xlabel('step')
-    ax.set_title(label)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
   fig.tight_layout()
   path = epath.Path(workdir, 'curves.png')

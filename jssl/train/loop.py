@@ -36,6 +36,7 @@ import numpy as np
 from etils import epath
 
 from jssl import methods
+from jssl.methods import collapse
 from jssl.train import checkpoint as checkpoint_lib
 from jssl.train import logging as logging_lib
 from jssl.train import param_groups, sharding
@@ -120,7 +121,23 @@ def evaluate(config, features, state, mesh, num_classes: int, final: bool) -> di
     eval_cfg.linear_probe = bool(final and e.linear_probe)
   out = eval_lib.evaluate_features(train_f, train_l, eval_f, eval_l, num_classes=num_classes,
                                    eval_cfg=eval_cfg)
+  out.update(collapse.feature_diagnostics(eval_f[:_DIAGNOSTIC_ROWS]))
   return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
+
+
+_DIAGNOSTIC_ROWS = 10_000  # eval features the evaluation's collapse diagnostics use
+
+
+def collapse_probe(config):
+  """The fixed eval batches the collapse diagnostics run on, or None when they are off."""
+  e = config.eval
+  if not e.get('collapse_every_steps', 0):
+    return None
+  from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
+  return list(pipeline.eval_iterator(config.data, e.batch_size,
+                                     max_examples=int(e.get('collapse_examples', 512)),
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()))
 
 
 _ENGINES = collections.OrderedDict()
@@ -252,6 +269,7 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   labeled = info.get('labeled', True) and info.get('num_classes', 0) > 0
   evaluate_now = functools.partial(evaluate, config, features, mesh=mesh,
                                    num_classes=info.get('num_classes', 0))
+  probe, collapse_every = collapse_probe(config), int(config.eval.get('collapse_every_steps', 0))
   pending, sums, last, result = collections.deque(), collections.defaultdict(float), {}, {}
   vote, agreed_stop = _stop_vote(mesh), False
   n_acc, t_first, steps_timed, eval_s = 0, None, 0, 0.0
@@ -259,7 +277,10 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
     res = evaluate_now(state, final=False)  # the random-init floor, as step 0 of the curves
     metrics_log.write(0, res)
     log('step 0 (random init): ' + ', '.join(f'{k} {v:.4f}' for k, v in res.items()))
-    result['knn_top1_init'] = res.get('knn_top1', float('nan'))
+    result.update({k.replace('knn_top1', 'knn_top1_random_init'): v for k, v in res.items()
+                   if k.startswith('knn_top1')})
+    result.update({f'{k}_random_init': res[k] for k in ('effective_rank', 'embedding_std')
+                   if k in res})
 
   def drain(keep: int):
     nonlocal n_acc, agreed_stop
@@ -294,6 +315,8 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
       if log_due and n_acc:
         last = {k: v / n_acc for k, v in sums.items()}
         last['epoch'] = step / spe
+        if probe is not None and (step % collapse_every == 0 or step == total):
+          last.update(collapse.feature_diagnostics(extract(features, state, probe, mesh)[0]))
         metrics_log.write(step, last)
         log(progress.line(step, last))
         sums.clear()

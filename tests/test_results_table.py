@@ -1,0 +1,87 @@
+"""benchmarks/cifar10_cpu.py: the results table from finished runs, the held-out split, presets."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(name, ROOT / 'benchmarks' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+table_lib = load('cifar10_cpu')
+
+
+def _fake_run(out, method, seed, knn, init, other_cores=0.0, batch=256, step=1000):
+  workdir = out / method / f'seed{seed}'
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps({'batch_size': batch}))
+  (workdir / 'final.json').write_text(json.dumps({
+      'step': step, 'knn_top1': knn, 'knn_top1_k20': knn, 'knn_top1_k200': knn - 0.02,
+      'knn_top1_random_init': init, 'linear_top1': knn + 0.05, 'images_per_s': 500.0,
+      'effective_rank': 40.0 + seed}))
+  (workdir / 'timing.json').write_text(json.dumps({'wall_s': 1500.0 + 60 * seed,
+                                                   'other_cores': other_cores}))
+
+
+def test_table_rows_aggregate_seeds_and_mark_busy_cores(tmp_path):
+  _fake_run(tmp_path, 'simclr', 0, 0.60, 0.29)
+  _fake_run(tmp_path, 'simclr', 1, 0.62, 0.29)
+  _fake_run(tmp_path, 'dino', 0, 0.45, 0.27, other_cores=0.8)
+  rows = table_lib.finished_runs(str(tmp_path))
+  assert list(rows) == ['simclr', 'dino'] and len(rows['simclr']) == 2
+  text = table_lib.table(rows, pixels=0.48, num_train=50_000)
+  lines = text.splitlines()
+  assert len(lines) == 4 and lines[0].count('|') == lines[1].count('|') == lines[2].count('|')
+  simclr = [c.strip() for c in lines[2].split('|')[1:-1]]
+  # method, preset, seeds, steps, epochs, wall, img/s, idle, init, k20, k200, probe, vs px, rank
+  assert simclr[:8] == ['simclr', 'cifar10_cpu', '2', '1000', '5.1', '25.5 ± 0.7', '500 ± 0', 'yes']
+  assert simclr[8] == '29.00 ± 0.00%' and simclr[9] == '61.00 ± 1.41%'
+  assert simclr[12] == '13.00 ± 1.41' and simclr[13] == '40.5 ± 0.7'
+  dino = [c.strip() for c in lines[3].split('|')[1:-1]]
+  assert dino[7] == 'no' and dino[12] == '-3.00'
+
+
+def test_report_and_plot_are_written(tmp_path):
+  _fake_run(tmp_path / 'runs', 'byol', 0, 0.55, 0.29)
+  rows = table_lib.finished_runs(str(tmp_path / 'runs'))
+  path = tmp_path / 'results.md'
+  table_lib.write_report(rows, {'knn_top1_pixels': 0.48}, 50_000, str(path), 'cmd',
+                         'images/results.png')
+  text = path.read_text()
+  assert '`cmd`' in text and '| byol |' in text and '48.00%' in text
+  table_lib.plot(rows, 0.48, str(tmp_path / 'images' / 'results.png'))
+  assert (tmp_path / 'images' / 'results.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_holdout_folder_keeps_classes_and_never_overlaps(tmp_path):
+  for cls in ('cat', 'dog'):
+    (tmp_path / 'data' / 'train' / cls).mkdir(parents=True)
+    for i in range(10):
+      (tmp_path / 'data' / 'train' / cls / f'{i}.jpg').write_bytes(b'x')
+  folder = table_lib.holdout_folder(str(tmp_path / 'data'), str(tmp_path / 'out'), 4)
+  train = {(c, f) for c in ('cat', 'dog') for f in os.listdir(os.path.join(folder, 'train', c))}
+  test = {(c, f) for c in ('cat', 'dog') for f in os.listdir(os.path.join(folder, 'test', c))}
+  assert not train & test and len(train | test) == 20
+  assert {c for c, _ in test} == {'cat', 'dog'} and len(test) == 4  # every 5th of each class
+  assert table_lib.holdout_folder(str(tmp_path / 'data'), str(tmp_path / 'out'), 4) == folder
+
+
+@pytest.mark.parametrize('method', table_lib.JOINT_EMBEDDING)
+def test_every_joint_embedding_method_has_a_cifar10_cpu_preset(method):
+  spec = importlib.util.spec_from_file_location(f'cfg_{method}', ROOT / 'configs' / f'{method}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config('cifar10_cpu')
+  assert c.model.name == 'resnet_tiny' and c.model.width == 16 and c.batch_size == 256
+  assert c.total_steps > 0 and c.eval.at_start and c.eval.max_train_examples == 0
+  from jssl.train.validate import validate  # pylint: disable=g-import-not-at-top
+  validate(c)
