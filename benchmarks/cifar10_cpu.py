@@ -18,7 +18,8 @@ are several. Each run records its wall time and whether its cores were idle: the
 rest of the machine used during the run (from /proc/stat, less the run's own), in cores; above
 0.1 cores a row is marked busy.
 
-Writes DOCS/results.md (the table, with the command and machine) and DOCS/images/results.png (a
+Writes the table, with the command and machine, into DOCS/results.md (between its table
+markers; the rest of the file is kept) and DOCS/images/results.png (a
 grouped bar chart of raw pixels / random init / trained per method), and copies each run's
 curves.png to DOCS/images/curves/METHOD.png. With `--holdout N` the runs train on the training
 split less N images spread over its classes and are evaluated on those N (a folder of links made
@@ -200,11 +201,16 @@ def machine() -> str:
   return f'{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform(terse=True)}'
 
 
+START, END = '<!-- cifar10_cpu table: start -->', '<!-- cifar10_cpu table: end -->'
+
+
 def write_report(rows: dict, base: dict, num_train: int, path: str, command: str,
                  images: str = '') -> str:
+  """Writes the table between the START / END markers of `path` (the rest of the file is kept;
+  a file without them gets a title and the block); returns the block."""
   pixels = base['knn_top1_pixels']
-  text = '\n'.join([
-      '# CIFAR-10 results at a fixed CPU budget', '',
+  block = '\n'.join([
+      START,
       f'Made by `{command}` on {time.strftime("%Y-%m-%d")}, {machine()}.', '',
       'kNN top-1 (T = 0.07) of the frozen backbone with all 50,000 training images as the bank '
       'and all 10,000 test images as queries, whole 32 px images; random init: the same '
@@ -212,10 +218,16 @@ def write_report(rows: dict, base: dict, num_train: int, path: str, command: str
       'same features. Wall time includes both kNN evaluations and the probe. Raw-pixel kNN '
       f'(k = 20): {100 * pixels:.2f}%. "vs raw pixels" is kNN k=20 minus that floor; effective '
       'rank: exp of the entropy of the normalized singular values of the test features.', '',
-      table(rows, pixels, num_train), ''] + ([f'![results]({images})', ''] if images else []))
+      table(rows, pixels, num_train), ''] + ([f'![results]({images})', ''] if images else []) +
+      [END])
+  text = open(path).read() if os.path.exists(path) else ''
+  if START in text and END in text:
+    text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+  else:
+    text = '# CIFAR-10 results at a fixed CPU budget\n\n' + block + '\n' + text
   with open(path, 'w') as f:
     f.write(text)
-  return text
+  return block
 
 
 def main(argv):

@@ -6,6 +6,10 @@
   loss scaled by 0.1.
     python -m jssl.main --config configs/barlow_twins.py --workdir runs/barlow-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
+- cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
+  solo-learn's recipe (LARS lr 0.3, wd 1e-4, lambda 0.0051, loss x 0.1) with a
+  1024-1024-1024 projector, 24 px views cropped from (0.2, 1), 3100 steps.
+    python benchmarks/cifar10_cpu.py --data DIR --methods barlow_twins
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.3 * bs / 256, wd 1e-4, warm-up 10 epochs + cosine, 1000 epochs, projector 2048-2048-2048,
   lambda 0.0051, loss scaled by 0.1, the asymmetric views (solarize p 0 / 0.2, no blur).

@@ -39,7 +39,7 @@ def _data(common, source, size, patch_size, num_masking_patches, min_num_patches
 
 
 def get_config(arg=None):
-  common, mae_cfg = _load('common'), _load('mae')
+  common = _load('common')
   preset = arg or 'tiny'
   c = common.base('beit', preset)
   c.method.update(tokenizer_workdir='')
@@ -49,7 +49,7 @@ def get_config(arg=None):
                  end_lr_factor=0.0, clip_norm=3.0)
   if preset == 'tiny':
     common.tiny(c)
-    c.model = mae_cfg.vit_model(common, 'vit_tiny', 4, width=128, depth=4, num_heads=4,
+    c.model = common.vit_model('vit_tiny', 4, width=128, depth=4, num_heads=4,
                                 pool='mean')
     c.data = _data(common, 'embedded', 32, 4, 26, 4)
     c.batch_size = 256
@@ -57,7 +57,7 @@ def get_config(arg=None):
     c.optim.update(lr=1e-3, warmup_epochs=1.0)
   elif preset == 'cifar10':
     common.cifar10(c)
-    c.model = mae_cfg.vit_model(common, 'vit_tiny', 4, pool='mean')
+    c.model = common.vit_model('vit_tiny', 4, pool='mean')
     c.model.update(drop_path_rate=0.1, layerscale_init=0.1)
     c.data = _data(common, 'tfds:cifar10', 32, 4, 26, 4)
     c.batch_size = 512
@@ -65,7 +65,7 @@ def get_config(arg=None):
     c.optim.update(name='adamw', weight_decay=0.05, warmup_epochs=10.0)
   elif preset == 'imagenet':
     common.imagenet(c)
-    c.model = mae_cfg.vit_model(common, 'vit_base', 16, pool='mean', imagenet=True)
+    c.model = common.vit_model('vit_base', 16, pool='mean', imagenet=True)
     c.model.update(drop_path_rate=0.1, layerscale_init=0.1)
     c.data = _data(common, 'tfds:imagenet2012', 224, 16, 75, 16)
     c.data.eval_split = 'validation'

@@ -28,6 +28,17 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
+def vit_model(name: str, patch_size: int, width: int = 0, depth: int = 0, num_heads: int = 0,
+              pool: str = 'cls', imagenet: bool = False) -> ml_collections.ConfigDict:
+  """A `config.model` block for a ViT (jssl.models.from_config; 0 = the name's width / depth /
+  heads), with CIFAR-10's or ImageNet's input mean / std."""
+  mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (CIFAR10_MEAN, CIFAR10_STD)
+  return ml_collections.ConfigDict(dict(
+      name=name, patch_size=patch_size, width=width, depth=depth, num_heads=num_heads,
+      pool=pool, drop_path_rate=0.0, layerscale_init=0.0, dtype='float32', attention_impl='',
+      mean=mean, std=std))
+
+
 def data_block(recipe: str, source: str = 'embedded', eval_source: str = 'embedded',
                image_size: int = 32) -> ml_collections.ConfigDict:
   """jssl.data's block with `recipe` and all its parameters spelled out (so each can be set

@@ -24,7 +24,7 @@
   Expected: about 89.5% linear top-1 on CIFAR-10 (solo-learn reports 89.52% after 1000 epochs).
 - imagenet: the paper's ViT-S/16 (drop path 0.1), batch 1024, 100 epochs, AdamW lr
   0.0005 * bs / 256, 10 warm-up epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4
-  (optim.weight_decay_end, see jssl.methods.schedules), gradient clipping 3.0; multi-crop
+  (optim.weight_decay_end, see jssl.train.optim), gradient clipping 3.0; multi-crop
   2 x 224 (0.4-1) + 10 x 96 (0.05-0.4); K = 65536, norm_last_layer, last layer frozen for
   1 epoch, teacher 0.996 -> 1, teacher temperature 0.04 -> 0.07 over 30 epochs.
     python -m jssl.main --config configs/dino.py:imagenet --workdir runs/dino-in1k
@@ -99,7 +99,8 @@ def get_config(arg=None):
                         global_scale=(0.4, 1.0), n_local=10, local_size=96,
                         local_scale=(0.05, 0.4))
     c.data.eval_split = 'validation'
-    c.model.update(name='vit_small', patch_size=16, drop_path_rate=0.1)
+    c.model = common.vit_model('vit_small', 16, imagenet=True)
+    c.model.drop_path_rate = 0.1
     c.batch_size = 1024
     c.total_epochs = 100
     c.method.update(out_dim=65536, tau_base=0.996, warmup_teacher_temp_epochs=30)

@@ -28,18 +28,6 @@ def _common():
   return config_files.sibling(__file__, 'common')
 
 
-def vit_model(common, name, patch_size, width=0, depth=0, num_heads=0, pool='cls',
-              imagenet=False):
-  """A `config.model` block for a ViT (0 = the name's width / depth / heads)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  mean, std = ((common.IMAGENET_MEAN, common.IMAGENET_STD) if imagenet else
-               (common.CIFAR10_MEAN, common.CIFAR10_STD))
-  return ml_collections.ConfigDict(dict(
-      name=name, patch_size=patch_size, width=width, depth=depth, num_heads=num_heads,
-      pool=pool, drop_path_rate=0.0, layerscale_init=0.0, dtype='float32', attention_impl='',
-      stem='imagenet', mean=mean, std=std))
-
-
 def get_config(arg=None):
   common = _common()
   preset = arg or 'tiny'
@@ -50,7 +38,7 @@ def get_config(arg=None):
                  b2=0.95, warmup_epochs=40.0, schedule='cosine', end_lr_factor=0.0)
   if preset == 'tiny':
     common.tiny(c)
-    c.model = vit_model(common, 'vit_tiny', 4, width=128, depth=4, num_heads=4, pool='mean')
+    c.model = common.vit_model('vit_tiny', 4, width=128, depth=4, num_heads=4, pool='mean')
     c.data = common.data_block('mae', 'embedded', 'embedded', 32)
     c.data.augment.image_size = 32
     c.method.update(decoder_width=64, decoder_depth=2, decoder_num_heads=4)
@@ -59,7 +47,7 @@ def get_config(arg=None):
     c.optim.update(lr=1e-3, warmup_epochs=1.0)
   elif preset == 'cifar10':
     common.cifar10(c)
-    c.model = vit_model(common, 'vit_tiny', 4, pool='mean')
+    c.model = common.vit_model('vit_tiny', 4, pool='mean')
     c.data = common.data_block('mae', 'tfds:cifar10', 'tfds:cifar10', 32)
     c.data.augment.image_size = 32
     c.method.update(decoder_width=256, decoder_depth=4, decoder_num_heads=8)
@@ -68,7 +56,7 @@ def get_config(arg=None):
     c.optim.update(name='adamw', weight_decay=0.05, warmup_epochs=40.0)
   elif preset == 'imagenet':
     common.imagenet(c)
-    c.model = vit_model(common, 'vit_base', 16, pool='cls', imagenet=True)
+    c.model = common.vit_model('vit_base', 16, pool='cls', imagenet=True)
     c.data = common.data_block('mae', 'tfds:imagenet2012', 'tfds:imagenet2012', 224)
     c.data.eval_split = 'validation'
     c.batch_size = 4096

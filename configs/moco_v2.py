@@ -5,6 +5,11 @@
   symmetric loss, key momentum 0.99 -> 0.999 (cosine), Shuffle BN over 4 groups of 32.
     python -m jssl.main --config configs/moco_v2.py --workdir runs/moco_v2-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
+- cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
+  solo-learn's MoCo v2+ recipe (SGD lr 0.3, wd 1e-4, T 0.2, tau 0.99 -> 0.999, symmetric)
+  with projector 512-128, a queue of 16384 and shuffled BN over 4 groups, 24 px views cropped
+  from (0.2, 1), 2300 steps (the key encoder and shuffled BN cost a third more per step).
+    python benchmarks/cifar10_cpu.py --data DIR --methods moco_v2
 - cifar10: ResNet-18 (CIFAR stem), 32 px, batch 256, 1000 epochs, solo-learn's mocov2plus:
   SGD lr 0.3 * bs / 256, momentum 0.9, wd 1e-4, warm-up 10 epochs + cosine, temperature 0.2,
   queue 32768 per view, head 2048-256 (no BN), symmetric loss, momentum 0.99 -> 0.999 (cosine),

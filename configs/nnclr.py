@@ -5,6 +5,10 @@
   layer), predictor 512-128, a support set of 4,096, temperature 0.2.
     python -m jssl.main --config configs/nnclr.py --workdir runs/nnclr-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
+- cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
+  SimCLR's CPU recipe (24 px views cropped from (0.2, 1), LARS lr 1.0) with NNCLR's heads
+  at 512-128, T 0.2 and a support set of 16384, 3100 steps.
+    python benchmarks/cifar10_cpu.py --data DIR --methods nnclr
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.4 * bs / 256, wd 1e-5, warm-up 10 epochs + cosine, 1000 epochs, projector 2048-2048-256
   (BN on every layer), predictor 4096-256, support set 65,536, temperature 0.2, the asymmetric

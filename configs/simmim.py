@@ -36,7 +36,7 @@ def _data(common, source, size, mask_patch_size, model_patch_size):
 
 
 def get_config(arg=None):
-  common, mae_cfg = _load('common'), _load('mae')
+  common = _load('common')
   preset = arg or 'tiny'
   c = common.base('simmim', preset)
   # lr 1e-4 per 512 examples (SimMIM's linear scaling) = 5e-5 per 256.
@@ -44,7 +44,7 @@ def get_config(arg=None):
                  b2=0.999, eps=1e-8, warmup_epochs=10.0, schedule='cosine', end_lr_factor=0.0)
   if preset == 'tiny':
     common.tiny(c)
-    c.model = mae_cfg.vit_model(common, 'vit_tiny', 4, width=128, depth=4, num_heads=4,
+    c.model = common.vit_model('vit_tiny', 4, width=128, depth=4, num_heads=4,
                                 pool='mean')
     c.data = _data(common, 'embedded', 32, 8, 4)
     c.batch_size = 256
@@ -52,14 +52,14 @@ def get_config(arg=None):
     c.optim.update(lr=1e-3, warmup_epochs=1.0)
   elif preset == 'cifar10':
     common.cifar10(c)
-    c.model = mae_cfg.vit_model(common, 'vit_tiny', 4, pool='mean')
+    c.model = common.vit_model('vit_tiny', 4, pool='mean')
     c.data = _data(common, 'tfds:cifar10', 32, 8, 4)
     c.batch_size = 512
     c.total_epochs = 800
     c.optim.update(name='adamw', weight_decay=0.05, warmup_epochs=10.0)
   elif preset == 'imagenet':
     common.imagenet(c)
-    c.model = mae_cfg.vit_model(common, 'vit_base', 16, pool='mean', imagenet=True)
+    c.model = common.vit_model('vit_base', 16, pool='mean', imagenet=True)
     c.model.update(drop_path_rate=0.1, layerscale_init=0.1)
     c.data = _data(common, 'tfds:imagenet2012', 224, 32, 16)
     c.data.eval_split = 'validation'

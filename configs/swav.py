@@ -5,6 +5,12 @@
   LARS, no queue.
     python -m jssl.main --config configs/swav.py --workdir runs/swav-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
+- cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
+  solo-learn's recipe (LARS lr 0.6, T 0.1, epsilon 0.05, 3 Sinkhorn iterations, two
+  crops, no queue) with 512 prototypes instead of 3000 (a batch of 256 over 3000 prototypes keeps
+  every code at least ln(3000/256) nats wide), prototypes frozen for the first epoch, 24 px
+  crops of (0.2, 1), 3400 steps.
+    python benchmarks/cifar10_cpu.py --data DIR --methods swav
 - cifar10: solo-learn's SwAV: ResNet-18 (CIFAR stem), batch 256, 1000 epochs, LARS lr
   0.6 * bs / 256, wd 1e-6, 10 warm-up epochs + cosine; projector 2048-128, 3000 prototypes
   (frozen for 2 epochs), temperature 0.1, Sinkhorn epsilon 0.05 x 3 iterations, a queue of 3840

@@ -4,6 +4,10 @@
   embedded CIFAR-10 subset at 32 px, batch 128, LARS, expander 512-512-512, 25 / 25 / 1.
     python -m jssl.main --config configs/vicreg.py --workdir runs/vicreg-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
+- cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
+  solo-learn's recipe (LARS lr 0.3, wd 1e-4, 25 / 25 / 1) with a 1024-1024-1024
+  expander (8x the 128-d features), 24 px views cropped from (0.2, 1), 3200 steps.
+    python benchmarks/cifar10_cpu.py --data DIR --methods vicreg
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.3 * bs / 256, wd 1e-4, warm-up 10 epochs + cosine, 1000 epochs, expander 2048-2048-2048,
   coefficients 25 / 25 / 1, views: crop 0.2-1, jitter 0.4/0.4/0.2/0.1 p 0.8, grey 0.2, no blur,

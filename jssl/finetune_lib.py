@@ -39,7 +39,6 @@ import numpy as np
 import optax
 
 from jssl import models
-from jssl.methods.mae import vit_from_config
 from jssl.train import checkpoint as checkpoint_lib
 from jssl.train import optim as optim_lib
 from jssl.train import sharding
@@ -113,8 +112,7 @@ def backbone_from_run(run_config, config) -> nn.Module:
       model_cfg.drop_path_rate = float(config.drop_path_rate)
       if config.get('pool', ''):
         model_cfg.pool = config.pool
-    return vit_from_config(model_cfg, use_mask_token=False)
-  if model_cfg.name in models.STAGES:
+  if is_vit(model_cfg) or model_cfg.name in models.STAGES:
     return models.from_config(model_cfg)
   raise ValueError(f'fine-tuning supports ViT and ResNet backbones; the run at '
                    f'{config.pretrain_workdir!r} has config.model.name={model_cfg.name!r}')

@@ -106,6 +106,7 @@ def test_dino_and_swav_report_assignment_entropies_of_their_targets(name, prefix
   of_mean, mean = float(metrics[f'{prefix}_entropy_of_mean']), float(
       metrics[f'{prefix}_mean_entropy'])
   assert 0 <= mean <= of_mean + 1e-4 <= np.log(k) + 1e-3, (mean, of_mean, np.log(k))
+  np.testing.assert_allclose(metrics['entropy_uniform'], np.log(k), rtol=1e-6)
   if name == 'dino':  # the same figures as the centred, sharpened teacher computed here
     groups = method.crops.groups(batch)
     teacher, _ = method._forward(state['teacher_params'], state['teacher_batch_stats'],

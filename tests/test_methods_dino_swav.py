@@ -16,7 +16,7 @@ import pytest
 import tiny_run
 
 from jssl import losses, methods
-from jssl.methods import base, dino, ema, multicrop, schedules, swav
+from jssl.methods import base, dino, ema, multicrop, swav
 from jssl.models import dino_head
 from jssl.train import optim, sharding
 from jssl.train import state as state_lib
@@ -442,27 +442,6 @@ def test_one_device_equals_eight_devices(name, queue):
   if queue:
     assert float(m1[1]['queue_used']) == 1.0
     assert int(s1.method_state['queues'][0]['count']) == 16
-
-
-def test_weight_decay_schedule_and_optax():
-  assert schedules.weight_decay_schedule(0.04, None, 10) == 0.04
-  assert schedules.weight_decay_schedule(1e-6, 1e-6, 10) == 1e-6
-  wd = schedules.weight_decay_schedule(0.04, 0.4, 100)
-  # DINO's utils.cosine_scheduler(0.04, 0.4, epochs, niter_per_ep) over 100 iterations
-  want = 0.4 + 0.5 * (0.04 - 0.4) * (1 + np.cos(np.pi * np.arange(100) / 100))
-  np.testing.assert_allclose([wd(k) for k in range(100)], want, rtol=1e-5)
-  np.testing.assert_allclose(wd(100), 0.4, rtol=1e-6)
-  np.testing.assert_allclose(wd(500), 0.4, rtol=1e-6)
-  # optax takes the schedule as weight_decay (what optim.build would pass): with zero
-  # gradients AdamW's update is -lr * wd(k) * p at its k-th step
-  params = {'w': jnp.ones((3,))}
-  tx = optax.adamw(0.1, weight_decay=wd)
-  opt_state = tx.init(params)
-  for k in range(3):
-    updates, opt_state = tx.update({'w': jnp.zeros((3,))}, opt_state, params)
-    np.testing.assert_allclose(updates['w'], -0.1 * wd(k), rtol=1e-5)
-  lars = optax.lars(0.1, weight_decay=wd)  # LARS and SGD's add_decayed_weights take it too
-  assert np.all(np.isfinite(lars.update(params, lars.init(params), params)[0]['w']))
 
 
 @pytest.mark.parametrize('name', ['dino', 'swav'])

@@ -58,6 +58,13 @@ def test_report_and_plot_are_written(tmp_path):
                          'images/results.png')
   text = path.read_text()
   assert '`cmd`' in text and '| byol |' in text and '48.00%' in text
+  path.write_text('# Results\n\nbefore\n' + text[text.index(table_lib.START):] + '\nafter\n')
+  _fake_run(tmp_path / 'runs', 'dino', 0, 0.50, 0.27)
+  table_lib.write_report(table_lib.finished_runs(str(tmp_path / 'runs')),
+                         {'knn_top1_pixels': 0.48}, 50_000, str(path), 'cmd2')
+  text = path.read_text()
+  assert text.startswith('# Results\n\nbefore\n') and text.endswith('\nafter\n')
+  assert '| dino |' in text and '`cmd2`' in text and '`cmd`' not in text
   table_lib.plot(rows, 0.48, str(tmp_path / 'images' / 'results.png'))
   assert (tmp_path / 'images' / 'results.png').read_bytes()[:4] == b'\x89PNG'
 

@@ -45,3 +45,13 @@ class BarlowTwins(two_view.TwoViewMethod):
     bt = losses.barlow_twins_loss(z1, z2, lambd=self.lambd)
     loss = self.scale_loss * bt
     return loss, (batch_stats, method_state, {'loss': loss, 'barlow_twins': bt})
+
+
+def from_config(config, total_steps: int) -> BarlowTwins:
+  """Barlow Twins from `config.method`: proj_hidden_dims, proj_dim, lambd, scale_loss,
+  bias_lr_mult."""
+  del total_steps
+  m = config.method
+  return BarlowTwins(projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim),
+                     lambd=float(m.lambd), scale_loss=float(m.scale_loss),
+                     bias_lr_mult=float(m.bias_lr_mult), **two_view.common_kwargs(config))

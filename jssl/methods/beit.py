@@ -35,9 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jssl import losses
+from jssl import losses, models
 from jssl.methods import base, dvae as dvae_lib, masking
-from jssl.methods.mae import image_size_of, vit_from_config
 from jssl.models.vit import dense_init
 
 TOKENIZER_KEY = 'config.method.tokenizer_workdir'
@@ -202,11 +201,11 @@ def from_config(config, total_steps: int = 0) -> BEiT:
         'first (python -m jssl.main --config configs/dvae.py --workdir runs/dvae-tiny) and pass '
         f'--{TOKENIZER_KEY}=runs/dvae-tiny')
   tokenizer, params = load_tokenizer(workdir)
-  encoder = vit_from_config(model, use_mask_token=True)
+  encoder = models.from_config(model, use_mask_token=True)
   augment = config.data.augment
   if int(augment.get('patch_size', encoder.patch_size)) != encoder.patch_size:
     raise ValueError(f'config.data.augment.patch_size={augment.patch_size} must equal '
                      f'config.model.patch_size={encoder.patch_size}')
-  image_size = image_size_of(config)
+  image_size = models.image_size(config)
   return BEiT(encoder=encoder, tokenizer=tokenizer, tokenizer_params=params,
               image_size=image_size, mean=tuple(model.mean), std=tuple(model.std))

@@ -62,3 +62,13 @@ class BYOL(two_view.TwoViewMethod):
     online = {k: params[k] for k in ('backbone', 'projector')}
     target = ema.ema_update(method_state['target_params'], online, tau)
     return params, dict(method_state, target_params=target)
+
+
+def from_config(config, total_steps: int) -> BYOL:
+  """BYOL from `config.method`: proj_hidden_dims, proj_dim, proj_last_bn, pred_hidden_dims,
+  tau_base."""
+  m = config.method
+  return BYOL(projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim, m.proj_last_bn),
+              predictor=two_view.mlp(config, m.pred_hidden_dims, m.proj_dim),
+              total_steps=int(total_steps), tau_base=float(m.tau_base),
+              **two_view.common_kwargs(config))

@@ -20,8 +20,9 @@
   (0.996 -> 1).
 - metrics: loss, teacher_temp, tau, and the collapse diagnostics of the sharpened, centred
   teacher distribution (jssl.methods.collapse.assignment_entropies, against ln K):
-  `teacher_entropy_of_mean` and `teacher_mean_entropy`.
-- The weight-decay schedule (cosine 0.04 -> 0.4) is the optimizer's: jssl.methods.schedules.
+  `teacher_entropy_of_mean` and `teacher_mean_entropy`, and `entropy_uniform` = ln K.
+- The weight-decay schedule (cosine 0.04 -> 0.4, `optim.weight_decay_end`) is the optimizer's:
+  jssl.train.optim.weight_decay_schedule.
 """
 
 import dataclasses
@@ -115,7 +116,8 @@ class DINO(base.Method):
     metrics = {'loss': loss, 'teacher_temp': temp,
                'tau': ema.cosine_momentum(step, self.total_steps, self.tau_base),
                'teacher_entropy_of_mean': ent['entropy_of_mean'],
-               'teacher_mean_entropy': ent['mean_entropy']}
+               'teacher_mean_entropy': ent['mean_entropy'],
+               'entropy_uniform': jnp.log(float(self.head.out_dim))}
     return loss, (new_stats, new_state, metrics)
 
   def update_state(self, old_params, params, method_state, step):
@@ -133,16 +135,16 @@ class DINO(base.Method):
                                     self.normalize(images), train=False)[0]
 
 
-def build_dino(config, total_steps: int) -> DINO:
+def from_config(config, total_steps: int) -> DINO:
   """DINO from `config.method` / `config.model` / `config.data.augment` (see configs/dino.py)."""
   m, model = config.method, config.model
   spe = multicrop.steps_per_epoch(config, total_steps)
   head = dino_head.DINOHead(out_dim=int(m.out_dim), hidden_dim=int(m.hidden_dim),
                             bottleneck_dim=int(m.bottleneck_dim), n_layers=int(m.n_layers),
                             use_bn=bool(m.use_bn_in_head), norm_last_layer=bool(m.norm_last_layer),
-                            dtype=models.DTYPES[model.dtype])
+                            dtype=models.dtype_of(model))
   return DINO(
-      backbone=multicrop.backbone_from_config(model), head=head,
+      backbone=models.from_config(model), head=head,
       crops=multicrop.crops_from_config(config), total_steps=int(total_steps),
       steps_per_epoch=spe, tau_base=float(m.tau_base), student_temp=float(m.student_temp),
       teacher_temp=float(m.teacher_temp), warmup_teacher_temp=float(m.warmup_teacher_temp),

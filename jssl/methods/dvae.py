@@ -31,12 +31,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jssl import models
 from jssl.methods import base
-from jssl.methods.mae import image_size_of
-from jssl.models import conv
 from jssl.models import dvae as dvae_lib
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def temperature_at(step, tau_start: float, tau_final: float, anneal_steps: int):
@@ -152,18 +150,11 @@ class DVAETokenizer(base.Method):
 
 
 def model_from_config(model_cfg) -> dvae_lib.DVAE:
-  """The DVAE of a `config.model` block (name 'dvae', vocab_size, hidden, num_down, blocks,
-  dtype, conv_weight_grad as in `jssl.models.from_config`)."""
+  """The DVAE of a `config.model` block (name 'dvae'; built by `jssl.models.from_config`)."""
   if model_cfg.name != 'dvae':
     raise ValueError(f"config.model.name must be 'dvae' for the dVAE tokenizer, got "
                      f'{model_cfg.name!r}')
-  if model_cfg.dtype not in DTYPES:
-    raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {model_cfg.dtype!r}')
-  return dvae_lib.DVAE(vocab_size=int(model_cfg.vocab_size), hidden=int(model_cfg.hidden),
-                       num_down=int(model_cfg.num_down), blocks=int(model_cfg.blocks),
-                       dtype=DTYPES[model_cfg.dtype],
-                       conv_general_dilated=conv.for_backend(
-                           model_cfg.get('conv_weight_grad', 'auto'), jax.default_backend()))
+  return models.from_config(model_cfg)
 
 
 def from_config(config, total_steps: int = 0) -> DVAETokenizer:
@@ -173,7 +164,7 @@ def from_config(config, total_steps: int = 0) -> DVAETokenizer:
   m, model = config.method, config.model
   total = max(int(total_steps), 1)
   return DVAETokenizer(
-      model=model_from_config(model), image_size=image_size_of(config),
+      model=model_from_config(model), image_size=models.image_size(config),
       tau_start=float(m.tau_start), tau_final=float(m.tau_final),
       anneal_steps=max(int(round(float(m.anneal_fraction) * total)), 1),
       kl_weight=float(m.kl_weight),

@@ -22,35 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses
+from jssl import losses, models
 from jssl.methods import base, masking
-from jssl.models import vit as vit_lib
 from jssl.models.mae_decoder import MAEDecoder
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def vit_from_config(model_cfg, use_mask_token: bool = False) -> vit_lib.ViT:
-  """The ViT of a `config.model` block: name ('vit_tiny'...), patch_size, width / depth /
-  num_heads (0: the name's), pool, drop_path_rate, layerscale_init (0: none), dtype,
-  attention_impl ('': XLA, 'cudnn')."""
-  if model_cfg.dtype not in DTYPES:
-    raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {model_cfg.dtype!r}')
-  arch = vit_lib.vit_config(model_cfg.name)
-  for key in ('width', 'depth', 'num_heads'):
-    if model_cfg.get(key, 0):
-      arch[key] = int(model_cfg[key])
-  return vit_lib.ViT(**arch, patch_size=int(model_cfg.patch_size), pool=model_cfg.pool,
-                     use_mask_token=use_mask_token,
-                     drop_path_rate=float(model_cfg.get('drop_path_rate', 0.0)),
-                     layerscale_init=model_cfg.get('layerscale_init', 0.0) or None,
-                     dtype=DTYPES[model_cfg.dtype],
-                     attention_impl=model_cfg.get('attention_impl', '') or None)
-
-
-def image_size_of(config) -> int:
-  return int(config.data.augment.get('image_size', None) or config.data.image_size)
-
 
 @dataclasses.dataclass(frozen=True)
 class MAE(base.Method):
@@ -157,11 +131,11 @@ def from_config(config, total_steps: int = 0) -> MAE:
   """The MAE of a config (`model`: the ViT; `method`: mask_ratio, norm_pix_loss, decoder_*)."""
   del total_steps
   m, model = config.method, config.model
-  encoder = vit_from_config(model)
+  encoder = models.from_config(model)
   decoder = MAEDecoder(width=m.decoder_width, depth=m.decoder_depth,
                        num_heads=m.decoder_num_heads, patch_size=encoder.patch_size,
                        mlp_ratio=encoder.mlp_ratio, class_token=encoder.class_token,
                        dtype=encoder.dtype, attention_impl=encoder.attention_impl)
-  return MAE(encoder=encoder, decoder=decoder, image_size=image_size_of(config),
+  return MAE(encoder=encoder, decoder=decoder, image_size=models.image_size(config),
              mask_ratio=float(m.mask_ratio), norm_pix_loss=bool(m.norm_pix_loss),
              mean=tuple(model.mean), std=tuple(model.std))

@@ -112,3 +112,15 @@ class MeanShift(two_view.TwoViewMethod):
     online = {k: params[k] for k in ('backbone', 'projector')}
     target = ema.ema_update(method_state['target_params'], online, self.momentum(step))
     return params, dict(method_state, target_params=target)
+
+
+def from_config(config, total_steps: int) -> MeanShift:
+  """MeanShift from `config.method`: proj_hidden_dims, proj_dim, pred_hidden_dims, bank_size,
+  k, symmetric, tau_base, tau_final, bn_groups, shuffle_bn."""
+  m = config.method
+  return MeanShift(
+      projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim),
+      predictor=two_view.mlp(config, m.pred_hidden_dims, m.proj_dim), proj_dim=int(m.proj_dim),
+      bank_size=int(m.bank_size), k=int(m.k), symmetric=bool(m.symmetric),
+      total_steps=int(total_steps), tau_base=float(m.tau_base), tau_final=float(m.tau_final),
+      bn_groups=int(m.bn_groups), shuffle_bn=bool(m.shuffle_bn), **two_view.common_kwargs(config))

@@ -33,8 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses
-from jssl.methods import base, ema, momentum
+from jssl import losses, models
+from jssl.methods import base, ema, momentum, two_view
 from jssl.models import Encoder
 
 
@@ -126,3 +126,16 @@ class MoCoV2(base.Method):
   def features(self, params, batch_stats, images):
     return self.model.apply({'params': params, 'batch_stats': batch_stats},
                             self.normalize(images), train=False, method=Encoder.embed)
+
+
+def from_config(config, total_steps: int) -> MoCoV2:
+  """MoCo v2 from `config.method`: proj_hidden_dims, proj_dim, proj_use_bn, queue_size,
+  temperature, symmetric, tau_base, tau_final, bn_groups, shuffle_bn."""
+  m = config.method
+  return MoCoV2(
+      projector=models.MLP(tuple(m.proj_hidden_dims), int(m.proj_dim), use_bn=bool(m.proj_use_bn),
+                           dtype=models.dtype_of(config.model)),
+      proj_dim=int(m.proj_dim), queue_size=int(m.queue_size), temperature=float(m.temperature),
+      symmetric=bool(m.symmetric), total_steps=int(total_steps), tau_base=float(m.tau_base),
+      tau_final=float(m.tau_final), bn_groups=int(m.bn_groups), shuffle_bn=bool(m.shuffle_bn),
+      **two_view.common_kwargs(config))

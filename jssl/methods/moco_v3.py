@@ -109,17 +109,15 @@ class MoCoV3(two_view.TwoViewMethod):
 
 
 def from_config(config, total_steps: int) -> MoCoV3:
-  """MoCo v3 from a config: `model` a ResNet block (models.from_config) or a ViT block (name
-  'vit_*', read by jssl.methods.mae.vit_from_config); `method`: temperature, tau_base,
-  tau_final, proj_hidden_dims, proj_dim, pred_hidden_dims, pred_last_bn, freeze_patch_embed."""
+  """MoCo v3 from a config: `model` a ResNet or a ViT block (name 'vit_*'), built by
+  jssl.models.from_config; `method`: temperature, tau_base, tau_final, proj_hidden_dims,
+  proj_dim, pred_hidden_dims, pred_last_bn, freeze_patch_embed."""
   from jssl import models  # pylint: disable=g-import-not-at-top
-  from jssl.methods import mae  # pylint: disable=g-import-not-at-top (its ViT config reader)
   m, model = config.method, config.model
+  backbone = models.from_config(model)
   if model.name.startswith('vit'):
-    backbone = pooled_vit(mae.vit_from_config(model))
-  else:
-    backbone = models.from_config(model)
-  dtype = models.DTYPES[model.dtype]
+    backbone = pooled_vit(backbone)
+  dtype = models.dtype_of(model)
   mlp = lambda hidden, last_bn: models.MLP(tuple(hidden), m.proj_dim, last_bn=last_bn,
                                            dtype=dtype)
   return MoCoV3(backbone=backbone, projector=mlp(m.proj_hidden_dims, True),
@@ -127,5 +125,5 @@ def from_config(config, total_steps: int) -> MoCoV3:
                 temperature=float(m.temperature), total_steps=int(total_steps),
                 tau_base=float(m.tau_base), tau_final=float(m.tau_final),
                 freeze_patch_embed=bool(m.freeze_patch_embed) and model.name.startswith('vit'),
-                image_size=mae.image_size_of(config), mean=tuple(model.mean),
+                image_size=models.image_size(config), mean=tuple(model.mean),
                 std=tuple(model.std))

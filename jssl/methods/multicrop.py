@@ -4,8 +4,7 @@ A multi-crop batch holds `view_0..view_{V-1}`: the first `n_global` crops at `gl
 other `n_local` at `local_size` (jssl.data's 'multicrop' recipe). `backbone_groups` runs the
 backbone once per resolution group (the crops of one size concatenated into one batch, as
 DINO's MultiCropWrapper does), so BatchNorm statistics are per group and span the global batch;
-the heads then see all crops at once. Also: building a ResNet or ViT backbone from
-`config.model`, and the builders' epoch -> step conversions.
+the heads then see all crops at once. Also: the builders' epoch -> step conversions.
 """
 
 import dataclasses
@@ -14,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from jssl import models
-from jssl.models import vit as vit_lib
 
 _NO_BN = {}
 
@@ -54,21 +52,8 @@ def crops_from_config(config) -> Crops:
   aug = data.get('augment', None) if data is not None else None
   if aug is not None and 'n_global' in aug:
     return Crops(int(aug.n_global), int(aug.global_size), int(aug.n_local), int(aug.local_size))
-  size = int((aug and aug.get('image_size', None)) or (data and data.get('image_size', None))
-             or 32)
+  size = models.image_size(config)
   return Crops(2, size, 0, size)
-
-
-def backbone_from_config(model_cfg):
-  """A ViT for names 'vit_*' (keys patch_size, drop_path_rate), else `models.from_config`."""
-  if str(model_cfg.name).startswith('vit'):
-    if model_cfg.dtype not in models.DTYPES:
-      raise ValueError(f'config.model.dtype must be one of {sorted(models.DTYPES)}, '
-                       f'got {model_cfg.dtype!r}')
-    return vit_lib.vit(model_cfg.name, patch_size=int(model_cfg.get('patch_size', 16)),
-                       drop_path_rate=float(model_cfg.get('drop_path_rate', 0.0)),
-                       dtype=models.DTYPES[model_cfg.dtype])
-  return models.from_config(model_cfg)
 
 
 def steps_per_epoch(config, total_steps: int) -> float:

@@ -72,3 +72,14 @@ class NNCLR(two_view.TwoViewMethod):
     new_state = dict(method_state, support=ema.queue_push(queue, z1))
     metrics = {'loss': loss, 'support_filled': queue['count'] / queue['items'].shape[0]}
     return loss, (batch_stats, new_state, metrics)
+
+
+def from_config(config, total_steps: int) -> NNCLR:
+  """NNCLR from `config.method`: proj_hidden_dims, proj_dim, proj_last_bn, pred_hidden_dims,
+  support_size, temperature."""
+  del total_steps
+  m = config.method
+  return NNCLR(projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim, m.proj_last_bn),
+               predictor=two_view.mlp(config, m.pred_hidden_dims, m.proj_dim),
+               proj_dim=int(m.proj_dim), support_size=int(m.support_size),
+               temperature=float(m.temperature), **two_view.common_kwargs(config))

@@ -29,3 +29,11 @@ class SimCLR(two_view.TwoViewMethod):
     (z1, z2), _, batch_stats = self.embed(params, batch_stats, batch)
     loss = losses.nt_xent(z1, z2, temperature=self.temperature)
     return loss, (batch_stats, method_state, {'loss': loss})
+
+
+def from_config(config, total_steps: int) -> SimCLR:
+  """SimCLR from `config.method`: proj_hidden_dims, proj_dim, proj_last_bn, temperature."""
+  del total_steps
+  m = config.method
+  return SimCLR(projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim, m.proj_last_bn),
+                temperature=float(m.temperature), **two_view.common_kwargs(config))

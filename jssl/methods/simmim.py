@@ -23,9 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses
+from jssl import losses, models
 from jssl.methods import base, masking
-from jssl.methods.mae import image_size_of, vit_from_config
 from jssl.models.vit import dense_init
 
 
@@ -125,12 +124,12 @@ def from_config(config, total_steps: int = 0) -> SimMIM:
   """The SimMIM of a config (`model`: the ViT; the mask comes from `data.augment`)."""
   del total_steps
   model = config.model
-  encoder = vit_from_config(model, use_mask_token=True)
+  encoder = models.from_config(model, use_mask_token=True)
   augment = config.data.augment
   if int(augment.get('model_patch_size', encoder.patch_size)) != encoder.patch_size:
     raise ValueError(f'config.data.augment.model_patch_size={augment.model_patch_size} must '
                      f'equal config.model.patch_size={encoder.patch_size}')
-  return SimMIM(encoder=encoder, image_size=image_size_of(config), mean=tuple(model.mean),
+  return SimMIM(encoder=encoder, image_size=models.image_size(config), mean=tuple(model.mean),
                 std=tuple(model.std),
                 mask_patch_size=int(augment.get('mask_patch_size', encoder.patch_size)),
                 mask_ratio=float(augment.get('mask_ratio', 0.6)))

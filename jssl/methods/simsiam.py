@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses
+from jssl import losses, models
 from jssl.methods import base, two_view
 
 
@@ -74,3 +74,13 @@ class SimSiam(two_view.TwoViewMethod):
     loss = losses.simsiam_loss(p1, z2) / 2 + losses.simsiam_loss(p2, z1) / 2
     z_std = (embedding_std(z1) + embedding_std(z2)) / 2
     return loss, (batch_stats, method_state, {'loss': loss, 'z_std': z_std})
+
+
+def from_config(config, total_steps: int) -> SimSiam:
+  """SimSiam from `config.method`: proj_hidden_dims, proj_dim, pred_hidden_dims, fix_pred_lr."""
+  del total_steps
+  m = config.method
+  return SimSiam(
+      projector=Projector(tuple(m.proj_hidden_dims), m.proj_dim, models.dtype_of(config.model)),
+      predictor=two_view.mlp(config, m.pred_hidden_dims, m.proj_dim),
+      fix_pred_lr=bool(m.fix_pred_lr), **two_view.common_kwargs(config))

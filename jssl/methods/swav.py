@@ -17,7 +17,7 @@
   projections can lie orthogonal to all of them, scores 0, uniform codes: a stationary collapse.
 - metrics: loss, (queue_used), and the collapse diagnostics of the batch's codes of the first
   assigned crop (jssl.methods.collapse.assignment_entropies, against ln K):
-  `code_entropy_of_mean`, `code_mean_entropy`.
+  `code_entropy_of_mean`, `code_mean_entropy`, and `entropy_uniform` = ln K.
 - update_state: the prototypes are re-normalized after every update; during the first
   `freeze_prototypes_steps` steps they keep their old values (their gradient is stopped too, as
   SwAV sets it to None).
@@ -127,7 +127,8 @@ class SwAV(base.Method):
       new_state = dict(method_state, queues=queues)
     ent = collapse.assignment_entropies(losses.sinkhorn(scores[self.assign_crops[0]], **kw))
     metrics.update(code_entropy_of_mean=ent['entropy_of_mean'],
-                   code_mean_entropy=ent['mean_entropy'])
+                   code_mean_entropy=ent['mean_entropy'],
+                   entropy_uniform=jnp.log(float(scores.shape[-1])))
     return loss, (new_stats, new_state, dict(metrics, loss=loss))
 
   def update_state(self, old_params, params, method_state, step):
@@ -141,7 +142,7 @@ class SwAV(base.Method):
                                     self.normalize(images), train=False)[0]
 
 
-def build_swav(config, total_steps: int) -> SwAV:
+def from_config(config, total_steps: int) -> SwAV:
   """SwAV from `config.method` / `config.model` / `config.data.augment` (see configs/swav.py)."""
   m, model = config.method, config.model
   if int(m.n_prototypes) < int(m.proj_dim):
@@ -151,11 +152,11 @@ def build_swav(config, total_steps: int) -> SwAV:
         'codes and predictions, loss log K, zero gradient), a collapse SwAV does not leave; '
         'use at least proj_dim prototypes (the paper: 3000 for 128 dimensions)')
   spe = multicrop.steps_per_epoch(config, total_steps)
-  dtype = models.DTYPES[model.dtype]
+  dtype = models.dtype_of(model)
   projector = models.MLP(hidden_dims=tuple(m.proj_hidden_dims), out_dim=int(m.proj_dim),
                          last_bn=False, dtype=dtype)
   return SwAV(
-      backbone=multicrop.backbone_from_config(model), projector=projector,
+      backbone=models.from_config(model), projector=projector,
       prototypes=dino_head.Prototypes(int(m.n_prototypes)),
       crops=multicrop.crops_from_config(config), temperature=float(m.temperature),
       epsilon=float(m.epsilon), sinkhorn_iters=int(m.sinkhorn_iters),

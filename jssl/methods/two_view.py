@@ -13,7 +13,9 @@ state, `init_state`).
 import jax
 import jax.numpy as jnp
 
+from jssl import models
 from jssl.methods import base
+from jssl.methods.base import CIFAR10_MEAN, CIFAR10_STD
 from jssl.models import Encoder
 
 
@@ -66,3 +68,18 @@ def target_copy(params, batch_stats) -> dict:
   subtrees, the EMA teacher's starting point."""
   copy = lambda t: jax.tree.map(jnp.array, {k: t[k] for k in ('backbone', 'projector') if k in t})
   return {'target_params': copy(params), 'target_batch_stats': copy(batch_stats)}
+
+
+def common_kwargs(config) -> dict:
+  """The fields every two-view method takes from a config: the backbone (jssl.models'
+  builder), the view size and the input normalization (`config.model.mean` / `std`)."""
+  model = config.model
+  return dict(backbone=models.from_config(model), image_size=models.image_size(config),
+              mean=tuple(model.get('mean', None) or CIFAR10_MEAN),
+              std=tuple(model.get('std', None) or CIFAR10_STD))
+
+
+def mlp(config, hidden, out, last_bn=False):
+  """A projector / predictor MLP in the compute dtype of `config.model`."""
+  return models.MLP(hidden_dims=tuple(hidden), out_dim=int(out), last_bn=bool(last_bn),
+                    dtype=models.dtype_of(config.model))

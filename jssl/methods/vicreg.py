@@ -36,3 +36,12 @@ class VICReg(two_view.TwoViewMethod):
     loss, terms = losses.vicreg_loss(z1, z2, sim_coeff=self.sim_coeff, std_coeff=self.std_coeff,
                                      cov_coeff=self.cov_coeff)
     return loss, (batch_stats, method_state, dict(terms, loss=loss))
+
+
+def from_config(config, total_steps: int) -> VICReg:
+  """VICReg from `config.method`: proj_hidden_dims, proj_dim, sim_coeff, std_coeff, cov_coeff."""
+  del total_steps
+  m = config.method
+  return VICReg(projector=two_view.mlp(config, m.proj_hidden_dims, m.proj_dim),
+                sim_coeff=float(m.sim_coeff), std_coeff=float(m.std_coeff),
+                cov_coeff=float(m.cov_coeff), **two_view.common_kwargs(config))

@@ -116,6 +116,9 @@ def plot_curves(workdir: str) -> str:
         steps = sorted(points)
         ax.plot(steps, [points[s] for s in steps], label=key,
                 marker=None if key == 'loss' or len(steps) > 20 else '.')
+    uniform = [r['entropy_uniform'] for r in records if 'entropy_uniform' in r]
+    if len(keys) > 1 and uniform:  # the entropy panel: ln K, the uniform distribution's
+      ax.axhline(uniform[-1], color='0.5', linestyle='--', label='ln K (uniform)')
     if len(keys) > 1:
       ax.legend(fontsize='small')
     ax.set_xlabel('step')

@@ -12,6 +12,9 @@
 - `trust_clip` (LARS only; solo-learn's `clip_lr`): the trust-ratio-scaled step of a weight is
   capped at the plain SGD step, `lr_t * min(eta ||w|| / (lr_t ||u||), 1) * u` with
   `u = g + wd * w` and `eta = trust_coefficient` (solo-learn's CIFAR recipes: eta 0.02);
+- `weight_decay_end` (None: constant): DINO's cosine weight-decay schedule from `weight_decay` to
+  `weight_decay_end` over the run (`weight_decay_schedule`), passed as optax's weight-decay
+  schedule to every optimizer (each evaluates it at its own step count);
 - `clip_norm > 0` clips gradients by global norm first.
 """
 
@@ -54,6 +57,21 @@ def scaled_lr(lr: float, batch_size: int, scaling: str) -> float:
   if scaling == 'none':
     return lr
   raise ValueError(f'config.optim.lr_scaling must be one of {SCALINGS}, got {scaling!r}')
+
+
+def weight_decay_schedule(start: float, end=None, total_steps: int = 1):
+  """A float (constant `start`) or `step -> wd` (DINO's cosine, Caron et al., 2021):
+  `wd(k) = end + (start - end) (1 + cos(pi k / K)) / 2` for the 0-based step k of K, held at
+  `end` after K. `end` None or equal to `start` gives the constant."""
+  if end is None or float(end) == float(start):
+    return float(start)
+  start, end, total = float(start), float(end), max(int(total_steps), 1)
+
+  def schedule(step):
+    k = jnp.minimum(jnp.asarray(step, jnp.float32), total)
+    return end + 0.5 * (start - end) * (1.0 + jnp.cos(math.pi * k / total))
+
+  return schedule
 
 
 def schedule_fn(cfg, peak: float, total_steps: int, warmup_steps: int):
@@ -112,7 +130,7 @@ def build(cfg, batch_size: int, total_steps: int, warmup_steps: int):
   """`(tx, schedule)` for `config.optim` and a run of `total_steps` steps."""
   peak = scaled_lr(cfg.lr, batch_size, cfg.lr_scaling)
   lr = schedule_fn(cfg, peak, total_steps, warmup_steps)
-  wd = cfg.weight_decay
+  wd = weight_decay_schedule(cfg.weight_decay, cfg.get('weight_decay_end', None), total_steps)
   if cfg.name == 'lars' and cfg.get('trust_clip', False):
     tx = lars_clipped(lr, wd, cfg.trust_coefficient, cfg.momentum, cfg.nesterov)
   elif cfg.name == 'lars':
