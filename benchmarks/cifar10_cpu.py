@@ -3,8 +3,8 @@
     python benchmarks/cifar10_cpu.py --data DIR [--methods all|simclr,dino,...] [--seeds 1]
         [--out runs/cifar10_cpu] [--docs docs] [--holdout 0]
 
-`--data` holds train/ and test/ class folders (extract ../shared/data/cifar10/{train,test}.tar.gz
-there). Each (method, seed) runs `python -m jssl.main --config configs/METHOD.py:cifar10_cpu`
+`--data` holds train/ and test/ class folders (CIFAR-10 as JPEG files, one folder per class).
+Each (method, seed) runs `python -m jssl.main --config configs/METHOD.py:cifar10_cpu`
 on the whole training split with `--config.seed=SEED`, its kNN monitor before training (the
 random-init network, BatchNorm in inference mode) and after it (k = 20 and 200, T = 0.07, the
 whole training split as the bank, every eval image as a query, whole 32 px images), and the

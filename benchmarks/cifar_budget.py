@@ -3,8 +3,8 @@
     python benchmarks/cifar_budget.py --data /tmp/cifar10 --steps 200 --out runs/budget \
         [--methods simclr,byol,...] [--preset tiny] [-- --config.batch_size=128 ...]
 
-`--data` is a folder with train/ and test/ class sub-folders (extract
-../shared/data/cifar10/{train,test}.tar.gz there). Each method runs its `tiny` preset (its own
+`--data` is a folder with train/ and test/ class sub-folders (CIFAR-10 as JPEG files, one
+folder per class). Each method runs its `tiny` preset (its own
 hyper-parameters, the same narrow ResNet) for `--steps` steps on the full CIFAR-10 training
 split through `python -m jssl.main`, with the kNN monitor of the random-init network at step 0
 and of the trained one at the end (k = 20; a bank of `--bank` training images spread evenly
@@ -107,8 +107,8 @@ def main(argv):
   args = parser.parse_args(argv)
   for split in ('train', 'test'):
     if not os.path.isdir(os.path.join(args.data, split)):
-      parser.error(f'--data {args.data}: no {split}/ folder (extract '
-                   f'../shared/data/cifar10/{split}.tar.gz there)')
+      parser.error(f'--data {args.data}: no {split}/ folder (CIFAR-10 as JPEG class folders '
+                   f'under {split}/)')
   rows = {}
   for method in args.methods.split(','):
     if method not in ALL:

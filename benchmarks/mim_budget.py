@@ -1,12 +1,12 @@
-"""The CPU-budget comparison of issue #6: MAE, SimMIM and dVAE -> BEiT on CIFAR-10, fine-tuned on
-a small labelled budget against the same ViT trained from scratch on that budget.
+"""The MIM CPU-budget comparison: MAE, SimMIM and dVAE -> BEiT on CIFAR-10, fine-tuned on a small
+labelled budget against the same ViT trained from scratch on that budget.
 
     python benchmarks/mim_budget.py --out runs/mim_budget \
-        [--data ../shared/data/cifar10] [--pretrain_steps 2000] [--dvae_steps 1000] \
+        [--data DIR] [--pretrain_steps 2000] [--dvae_steps 1000] \
         [--finetune_epochs 30] [--labels_per_class 100]
 
 Steps:
-1. Extract `DATA/{train,test}.tar.gz` (CIFAR-10 as JPEG folders, one per class) into a temporary
+1. Extract `DIR/{train,test}.tar.gz` (CIFAR-10 as JPEG folders, one per class) into a temporary
    folder (removed at the end unless --keep_data), read as `folder:PATH` (splits train / test).
 2. Pre-train, each with `python -m jssl.main` at the `tiny` preset of its config (a width-128,
    depth-4 ViT with patch 4 at 32 px; the dVAE: vocabulary 256, 8 x 8 tokens), for the given
@@ -82,7 +82,8 @@ def loss_curve(workdir: str) -> tuple:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'mim_budget'))
-  p.add_argument('--data', default=os.path.join(ROOT, '..', 'shared', 'data', 'cifar10'))
+  p.add_argument('--data', default='', help='folder of train.tar.gz / test.tar.gz (CIFAR-10 JPEG '
+                 'class folders); required with --source folder')
   p.add_argument('--source', default='folder', choices=('folder', 'embedded'))
   p.add_argument('--keep_data', default='', help='extract here and keep it (default: a temp dir)')
   p.add_argument('--pretrain_steps', type=int, default=2000)
@@ -105,6 +106,9 @@ def main(argv=None):
     dest = args.keep_data or tempfile.mkdtemp(prefix='cifar10_')
     tmp = None if args.keep_data else dest
     if not os.path.isdir(os.path.join(dest, 'test')):
+      if not args.data:
+        p.error('--source folder needs --data (the folder of train.tar.gz / test.tar.gz) or '
+                '--keep_data holding train/ and test/ already')
       print(f'extracting {args.data} into {dest}', flush=True)
       extract(args.data, dest)
     source = f'folder:{dest}'

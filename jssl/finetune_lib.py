@@ -39,50 +39,19 @@ import numpy as np
 import optax
 
 from jssl import models
-from jssl.train import checkpoint as checkpoint_lib
 from jssl.train import optim as optim_lib
+from jssl.train import runs
 from jssl.train import sharding
 
 
-def _tuples(x):
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The ConfigDict of a training run (workdir/config.json, written by jssl.main)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'config.pretrain_workdir={workdir!r}: no config.json there (not a '
-                            'jssl.main run directory)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  """The pre-training run's ConfigDict (jssl.train.runs.read_config)."""
+  return runs.read_config(workdir, 'config.pretrain_workdir')
 
 
 def restore_run_arrays(workdir: str, step: int = 0) -> dict:
-  """`{'step', 'params', 'batch_stats', 'method_state'}` of a run's checkpoint (newest when step
-  is 0) as numpy arrays: orbax restores the saved tree without a target."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'config.pretrain_workdir={workdir!r}: no checkpoints/ folder')
-  ckpt = checkpoint_lib.Checkpointer(directory, use_async=False)
-  try:
-    step = step or ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'config.pretrain_workdir={workdir!r}: no complete checkpoint in '
-                              f'{directory}')
-    restored = ckpt.manager.restore(step, args=ocp.args.StandardRestore(
-        fallback_sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])))
-  finally:
-    ckpt.close()
-  out = {k: jax.tree.map(lambda a: np.asarray(jax.device_get(a)), restored.get(k, {}))
-         for k in ('params', 'batch_stats', 'method_state')}
-  out['step'] = int(np.asarray(jax.device_get(restored['step'])))
-  return out
+  """The pre-training run's checkpoint as numpy arrays (jssl.train.runs.restore_arrays)."""
+  return runs.restore_arrays(workdir, step or None, 'config.pretrain_workdir')
 
 
 # ------------------------------------------------------------------------------------- model

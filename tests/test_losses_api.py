@@ -1,6 +1,6 @@
 """The public surface of `jssl.losses`: names, signatures, return structure, imports, docstrings.
 
-The signatures below are copied from spec/losses.md, which is the contract.
+The signatures below are those of docs/losses.md.
 """
 
 import inspect
@@ -46,15 +46,16 @@ SPEC = {
     'simmim_loss': ([('pred', REQUIRED), ('target', REQUIRED), ('mask', REQUIRED)], {}),
     'beit_loss': ([('logits', REQUIRED), ('tokens', REQUIRED), ('mask', REQUIRED)], {}),
 }
-# The spec names unpatchify ("its inverse") without a signature; it must exist and invert.
+# docs/losses.md gives unpatchify as the inverse of patchify; it must exist and invert.
 EXTRA_PUBLIC = ['unpatchify']
 # Helpers (not losses): their docstrings must still state what they compute (a fragment of the
-# spec's definition) and for which method.
+# definition in docs/losses.md) and for which method.
 HELPERS = {
     'patchify': ('(py, px, c)', '[N, H, W, C] -> [N, (H/p)(W/p), p*p*C]'),
     'unpatchify': ('Inverse of `patchify`', '[N, H, W, C]'),
 }
-# A fragment of each loss's spec formula its docstring must show, and the paper's author/year.
+# A fragment of each loss's formula (docs/losses.md) its docstring must show, and the paper's
+# author/year.
 FORMULA = {
     'nearest_neighbors': ('the highest `cos(z_i, s)`', 'Dwibedi'),
     'dino_center': ('momentum * center + (1 - momentum) * mean', 'Caron'),

@@ -1,6 +1,6 @@
 """Tests of jssl.losses.contrastive (info_nce, nt_xent, moco_loss, nearest_neighbors).
 
-References are written from spec/losses.md in float64 NumPy, one row at a time (explicit sums
+References are written from docs/losses.md in float64 NumPy, one row at a time (explicit sums
 over the denominators), independently of the library's matrix formulation. Jitted wrappers with
 the temperature traced are shared between tests to keep compilations few.
 """

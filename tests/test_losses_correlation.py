@@ -1,6 +1,6 @@
-"""VICReg, Barlow Twins, Sinkhorn-Knopp and SwAV against float64 NumPy references (spec/losses.md).
+"""VICReg, Barlow Twins, Sinkhorn-Knopp and SwAV against float64 NumPy references (docs/losses.md).
 
-The references below are written from the spec text alone. Tolerances: float32 results are
+The references below are written from docs/losses.md alone. Tolerances: float32 results are
 compared with rtol 1e-5 (atol 1e-6) unless a comment states otherwise.
 """
 
@@ -42,7 +42,7 @@ def _log_softmax(x):
 
 
 def ref_vicreg(z1, z2, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
-  """Spec: inv, var (unbiased, +1e-4 under the sqrt), cov (offdiag^2 / D), weighted sum."""
+  """docs/losses.md: inv, var (unbiased, +1e-4 in the sqrt), cov (offdiag^2 / D), weighted sum."""
   z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
   n, d = z1.shape
   inv = np.mean((z1 - z2) ** 2)
@@ -61,7 +61,7 @@ def ref_vicreg(z1, z2, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
 
 
 def ref_barlow(z1, z2, lambd=0.0051):
-  """Spec: standardize with the biased variance (+1e-5), c = z1n^T z2n / N."""
+  """docs/losses.md: standardize with the biased variance (+1e-5), c = z1n^T z2n / N."""
   z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
   n = z1.shape[0]
   std = lambda z: (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
@@ -71,7 +71,7 @@ def ref_barlow(z1, z2, lambd=0.0051):
 
 
 def ref_sinkhorn_direct(scores, epsilon=0.05, n_iters=3):
-  """The spec's algorithm verbatim (only usable where float64 exp does not overflow)."""
+  """The algorithm of docs/losses.md verbatim (only usable where float64 exp does not overflow)."""
   s = np.asarray(scores, np.float64)
   n, k = s.shape
   q = np.exp(s / epsilon).T
@@ -95,7 +95,7 @@ def ref_sinkhorn(scores, epsilon=0.05, n_iters=3):
 
 
 def ref_swav(scores, temperature=0.1, epsilon=0.05, n_iters=3, assign_crops=(0, 1), codes=None):
-  """Spec's swapped prediction; `codes[a]` replaces sinkhorn(scores[a]) when given (held fixed)."""
+  """Swapped prediction (docs/losses.md); `codes[a]` replaces sinkhorn(scores[a]) when given."""
   s = np.asarray(scores, np.float64)
   v = s.shape[0]
   per_a = []
@@ -356,7 +356,7 @@ def test_barlow_bad_input():
 # ----------------------------------------------------------------------------- Sinkhorn
 
 def test_sinkhorn_references_agree():
-  """The log-domain float64 reference is the spec's algorithm (checked where exp is safe)."""
+  """The log-domain float64 reference is docs/losses.md's algorithm (checked where exp is safe)."""
   s = _cosine_scores(0, 11, 6)
   for eps, iters in [(0.05, 3), (0.01, 5), (0.5, 1)]:
     np.testing.assert_allclose(ref_sinkhorn(s, eps, iters), ref_sinkhorn_direct(s, eps, iters),

@@ -1,7 +1,7 @@
 """Tests of jssl.losses.distillation (byol_loss, simsiam_loss, mean_shift_loss, dino_loss,
-dino_center) against spec/losses.md.
+dino_center) against docs/losses.md.
 
-References are written from the spec text in float64 NumPy, one row (and one crop pair) at a
+References are written from docs/losses.md in float64 NumPy, one row (and one crop pair) at a
 time. Jitted wrappers with temperatures / momentum traced are shared between tests.
 """
 

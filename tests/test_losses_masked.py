@@ -1,6 +1,6 @@
-"""patchify / unpatchify, MAE, SimMIM and BEiT against float64 NumPy references (spec/losses.md).
+"""patchify / unpatchify, MAE, SimMIM and BEiT against float64 NumPy references (docs/losses.md).
 
-The references are written from the spec text alone. Tolerances: float32 results are compared with
+The references are written from docs/losses.md alone. Tolerances: float32 results are compared with
 rtol 1e-5 (atol 1e-6) unless a comment states otherwise.
 """
 

@@ -1,6 +1,6 @@
-"""Tests of jssl.losses.metric (margin_loss, triplet_loss) against spec/losses.md.
+"""Tests of jssl.losses.metric (margin_loss, triplet_loss) against docs/losses.md.
 
-References are written from the spec text in float64 NumPy with explicit per-row loops.
+References are written from docs/losses.md in float64 NumPy with explicit per-row loops.
 Jitted wrappers are shared between tests (margin traced, p static) to keep compilations few.
 """
 
@@ -114,7 +114,7 @@ def test_margin_matches_reference(n, d, p):
 
 
 def test_margin_hand_values_both_label_branches():
-  """y=+1 pays beyond the margin, y=-1 pays inside it (spec's corrected form)."""
+  """y=+1 pays beyond the margin, y=-1 pays inside it (the hinge form of docs/losses.md)."""
   x1 = np.zeros((4, 3), np.float32)
   x2 = np.array([[3, 4, 0], [.3, .4, 0], [3, 4, 0], [.3, .4, 0]], np.float32)  # d = 5, .5, 5, .5
   y = np.array([1.0, 1.0, -1.0, -1.0], np.float32)

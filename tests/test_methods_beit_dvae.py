@@ -15,7 +15,7 @@ from jssl import losses, methods
 from jssl.eval import recon_grid
 from jssl.methods import dvae as dvae_method
 from jssl.models import dvae as dvae_model
-from jssl.train import checkpoint, optim, sharding
+from jssl.train import checkpoint, optim, runs, sharding
 from jssl.train import state as state_lib
 from jssl.train import step as step_lib
 
@@ -185,21 +185,21 @@ def test_recon_grid_png_is_written(tmp_path):
 
 def test_beit_refuses_to_start_without_a_tokenizer(tmp_path):
   with pytest.raises(ValueError, match='config.method.tokenizer_workdir is empty'):
-    methods.build(beit_config(''), 10)
+    runs.build_method(beit_config(''), 10)
   missing = str(tmp_path / 'no_such_run')
   with pytest.raises(FileNotFoundError) as e:
-    methods.build(beit_config(missing), 10)
+    runs.build_method(beit_config(missing), 10)
   assert 'config.method.tokenizer_workdir' in str(e.value) and missing in str(e.value)
   os.makedirs(os.path.join(missing, 'checkpoints'))
   with open(os.path.join(missing, 'config.json'), 'w') as f:
     f.write(dvae_config().to_json_best_effort())
-  with pytest.raises(FileNotFoundError, match='no complete checkpoint of the tokenizer'):
-    methods.build(beit_config(missing), 10)
+  with pytest.raises(FileNotFoundError, match='no complete checkpoint'):
+    runs.build_method(beit_config(missing), 10)
 
 
 @functools.lru_cache(maxsize=None)
 def beit_built(workdir):
-  method = methods.build(beit_config(workdir), 100)
+  method = runs.build_method(beit_config(workdir), 100)
   params, batch_stats, method_state = jax.jit(method.init)(jax.random.PRNGKey(0),
                                                            make_batch(method, 2))
   return method, params, method_state
@@ -216,7 +216,7 @@ def test_beit_tokenizer_is_loaded_frozen_into_method_state(tokenizer_run):
   c.model.patch_size = 4
   c.data.augment.patch_size = 4
   with pytest.raises(ValueError, match='patch_size'):
-    methods.build(c, 10)
+    runs.build_method(c, 10)
 
 
 def test_beit_loss_counts_masked_patches_only(tokenizer_run):

@@ -27,8 +27,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from jssl import methods
-from jssl.train import param_groups, sharding
+from jssl.train import param_groups, runs, sharding
 from jssl.train import state as state_lib
 from jssl.train import step as step_lib
 
@@ -64,7 +63,7 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   total = config.total_steps or 1000
-  method = methods.build(config, total)
+  method = runs.build_method(config, total)
   tx, schedule = param_groups.build(config.optim, config.batch_size, total, 10,
                                     getattr(method, 'optim_groups', tuple)())
   augment = None

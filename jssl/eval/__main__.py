@@ -39,40 +39,10 @@ def log(msg: str) -> None:
 
 def load_config(workdir: str, override=None):
   """The run's ConfigDict: `override` (from --config) or workdir/config.json."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   if override is not None:
     return override
-  from etils import epath  # pylint: disable=g-import-not-at-top (local or gs:// workdirs)
-  path = epath.Path(workdir, 'config.json')
-  if not path.is_file():
-    raise FileNotFoundError(f'no config.json in {workdir}; pass --config=configs/<method>.py:'
-                            '<preset> (with the overrides of the training run)')
-  return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
-
-
-def _tuples(x):
-  """JSON lists back to tuples (configs hold tuples: k lists, crop scales, stage sizes)."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def restore(config, workdir: str, step, mesh):
-  """(method, restored TrainState, freshly initialized TrainState)."""
-  from jssl import methods  # pylint: disable=g-import-not-at-top
-  from jssl.train import checkpoint, optim, sharding, state  # pylint: disable=g-import-not-at-top
-  total_steps = max(int(config.get('total_steps', 0) or 0), 1)
-  method = methods.build(config, total_steps)
-  tx, _ = optim.build(config.optim, config.batch_size, total_steps, 0)
-  fresh = state.create(method, tx, config.seed, out_sharding=sharding.replicated(mesh))
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), use_async=False)
-  try:
-    restored = ckpt.restore(fresh, step)
-  finally:
-    ckpt.close()
-  return method, restored, fresh
+  from jssl.train import runs  # pylint: disable=g-import-not-at-top
+  return runs.read_config(workdir)
 
 
 class GlobalBatches:
@@ -111,7 +81,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
   from jssl.eval import evaluate, features  # pylint: disable=g-import-not-at-top
-  from jssl.train import sharding, step as step_lib  # pylint: disable=g-import-not-at-top
+  from jssl.train import runs, sharding, step as step_lib  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
   workdir = FLAGS.workdir
@@ -131,7 +101,7 @@ def main(argv):
   log(f'{config.method.name} ({config.model.name}) from {workdir}; {num_classes} classes; '
       f'{jax.device_count()} devices')
 
-  method, trained, fresh = restore(config, workdir, FLAGS.step, mesh)
+  method, trained, fresh = runs.restore_state(config, workdir, FLAGS.step, mesh)
   ckpt_step = int(jax.device_get(trained.step))
   log(f'restored the checkpoint of step {ckpt_step}')
   features_fn = step_lib.make_features_fn(method, mesh)

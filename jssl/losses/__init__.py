@@ -1,4 +1,4 @@
-"""jssl.losses: every SSL loss as a pure JAX function (the contract is spec/losses.md).
+"""jssl.losses: every SSL loss as a pure JAX function (definitions: docs/losses.md, docstrings).
 
 Import with `from jssl import losses`; no Flax, no TensorFlow, nothing else from jssl.
 """

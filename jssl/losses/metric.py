@@ -12,7 +12,8 @@ def margin_loss(x1: jax.Array, x2: jax.Array, y: jax.Array, *, margin: float = 1
 
   `d_i = ||x1_i - x2_i||_p`, `y_i in {-1, +1}`; `loss = mean_i max(0, y_i (d_i - margin))`:
   similar pairs (y = +1) pay when farther than the margin, dissimilar ones (y = -1) when closer.
-  (Hadsell, Chopra & LeCun, 2006, in the seed text's corrected form; see spec/losses.md.)
+  (The hinge form of the contrastive loss of Hadsell, Chopra & LeCun, 2006, with one margin for
+  both labels; see docs/losses.md.)
 
   Args:
     x1, x2: `[N, D]` embeddings.

@@ -2,7 +2,8 @@
 
 Every method module exports `from_config(config, total_steps) -> Method`, reading its
 `config.method` block (its model through `jssl.models.from_config`). `REGISTRY` maps
-`config.method.name` to that module; `build(config, total_steps, steps_per_epoch)` calls it.
+`config.method.name` to that module; `build(config, total_steps, steps_per_epoch, **inputs)`
+calls it (inputs: what a method takes from another run, e.g. BEiT's trained tokenizer).
 Adding a method is one method file, one entry here, one config and one test file
 (docs/adding_a_method.md).
 """
@@ -21,8 +22,11 @@ REGISTRY = {
 }
 
 
-def build(config, total_steps: int, steps_per_epoch: int = 0) -> Method:
+def build(config, total_steps: int, steps_per_epoch: int = 0, **inputs) -> Method:
   """The method of `config.method.name`, for a run of `total_steps` steps.
+
+  `inputs`: what the method takes from other runs, given by the caller (BEiT: `tokenizer`, see
+  jssl.train.runs.build_method, which reads them).
 
   `steps_per_epoch`: the engine's (training examples // batch size) when `config.steps_per_epoch`
   is 0; methods with schedules in epochs (DINO, SwAV) read it. Without either they take
@@ -35,7 +39,7 @@ def build(config, total_steps: int, steps_per_epoch: int = 0) -> Method:
     config = config.copy_and_resolve_references()
     with config.unlocked():
       config.steps_per_epoch = int(steps_per_epoch)
-  return REGISTRY[name].from_config(config, total_steps)
+  return REGISTRY[name].from_config(config, total_steps, **inputs)
 
 
 __all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'Method', 'SimCLR', 'BYOL', 'REGISTRY', 'build']

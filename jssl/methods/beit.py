@@ -9,10 +9,10 @@ tokens, and a linear head predicts the vocabulary logits of every patch;
 only. The tokenizer's grid must be the ViT's patch grid: its down-sampling (2**num_down) must
 equal `config.model.patch_size`.
 
-The tokenizer is read when the method is built, from the dVAE run's workdir named by
-`config.method.tokenizer_workdir` (its config.json and its newest orbax checkpoint, through
-jssl.train.checkpoint: the one place a method reads files, done by the builder, not by the
-jitted functions). Without it the build fails, naming the key and the path. Its weights sit in
+The builder receives the trained tokenizer, `(DVAETokenizer, params)`; the engine reads it from
+the dVAE run named by `config.method.tokenizer_workdir` (jssl.train.runs.build_method: its
+config.json and newest checkpoint). Without it the build fails, naming the key and the path.
+Its weights sit in
 `method_state['tokenizer']`, never in params: the optimizer never sees them, and the gradient
 never reaches them (stop_gradient on the tokens).
 
@@ -26,17 +26,14 @@ never reaches them (stop_gradient on the tokens).
 """
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jssl import losses, models
-from jssl.methods import base, dvae as dvae_lib, masking
+from jssl.methods import base, masking
 from jssl.models.vit import dense_init
 
 TOKENIZER_KEY = 'config.method.tokenizer_workdir'
@@ -141,66 +138,16 @@ class BEiT(base.Method):
                               False)['pooled']
 
 
-def _tuples(x):
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def load_tokenizer(workdir: str, step=None):
-  """`(DVAETokenizer, params as numpy arrays)` of the dVAE run in `workdir` (its config.json and
-  newest checkpoint, or `step`). Raises FileNotFoundError / ValueError naming TOKENIZER_KEY."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top (local or gs:// run folders)
-  from jssl.train import checkpoint  # pylint: disable=g-import-not-at-top (the builder only)
-  path = workdir if '://' in workdir else os.path.abspath(workdir)
-  cfg_path = epath.Path(path, 'config.json')
-  ckpt_dir = os.path.join(path, 'checkpoints')
-  if not cfg_path.is_file() or not epath.Path(ckpt_dir).is_dir():
-    raise FileNotFoundError(
-        f'BEiT cannot start: {TOKENIZER_KEY}={workdir!r} is not a dVAE run (no config.json or '
-        f'checkpoints/ in {path}); train the tokenizer first: python -m jssl.main --config '
-        f'configs/dvae.py:PRESET --workdir {workdir}')
-  cfg = ml_collections.ConfigDict(_tuples(json.loads(cfg_path.read_text())))
-  if cfg.method.name != 'dvae':
-    raise ValueError(f'BEiT cannot start: {TOKENIZER_KEY}={workdir!r} is a '
-                     f'{cfg.method.name!r} run, not a dvae run')
-  tokenizer = dvae_lib.from_config(cfg, max(int(cfg.get('total_steps', 0) or 0), 1))
-  ckpt = checkpoint.Checkpointer(ckpt_dir, use_async=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
-          f'BEiT cannot start: no complete checkpoint of the tokenizer in {ckpt_dir} '
-          f'({TOKENIZER_KEY}={workdir!r}); finish the dVAE run first')
-    restored = ckpt.manager.restore(step, args=ocp.args.StandardRestore(
-        fallback_sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])))
-  finally:
-    ckpt.close()
-  params = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), restored['params'])
-  want = jax.eval_shape(lambda: tokenizer.init(
-      jax.random.PRNGKey(0), {'view_0': jnp.zeros((2, tokenizer.image_size,
-                                                   tokenizer.image_size, 3))})[0])
-  if jax.tree.structure(want) != jax.tree.structure(params) or any(
-      a.shape != b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params))):
-    raise ValueError(f'the checkpoint in {ckpt_dir} does not match the dVAE of its config.json')
-  return tokenizer, params
-
-
-def from_config(config, total_steps: int = 0) -> BEiT:
-  """The BEiT of a config (`model`: the ViT; `method.tokenizer_workdir`: the dVAE run)."""
+def from_config(config, total_steps: int = 0, tokenizer=None) -> BEiT:
+  """The BEiT of a config (`model`: the ViT) and its trained tokenizer, `(DVAETokenizer,
+  params)`, which the caller reads from `config.method.tokenizer_workdir`
+  (jssl.train.runs.build_method)."""
   del total_steps
-  model, m = config.model, config.method
-  workdir = m.get('tokenizer_workdir', '') or ''
-  if not workdir:
-    raise ValueError(
-        f'BEiT cannot start without its tokenizer: {TOKENIZER_KEY} is empty; train the dVAE '
-        'first (python -m jssl.main --config configs/dvae.py --workdir runs/dvae-tiny) and pass '
-        f'--{TOKENIZER_KEY}=runs/dvae-tiny')
-  tokenizer, params = load_tokenizer(workdir)
+  model = config.model
+  if tokenizer is None:
+    raise ValueError(f'BEiT is built with its trained tokenizer (from {TOKENIZER_KEY}); build it '
+                     'through jssl.train.runs.build_method, which reads that run')
+  tokenizer, params = tokenizer
   encoder = models.from_config(model, use_mask_token=True)
   augment = config.data.augment
   if int(augment.get('patch_size', encoder.patch_size)) != encoder.patch_size:

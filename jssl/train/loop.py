@@ -35,11 +35,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from jssl import methods
 from jssl.methods import collapse
 from jssl.train import checkpoint as checkpoint_lib
 from jssl.train import logging as logging_lib
-from jssl.train import param_groups, sharding
+from jssl.train import param_groups, runs, sharding
 from jssl.train import state as state_lib
 from jssl.train import step as step_lib
 from jssl.train.validate import validate
@@ -154,7 +153,7 @@ def build_engine(config, plan: dict, mesh):
   parts['augment'] = (config.data.recipe, config.data.augment, config.data.on_device_photometric)
   key = (repr(parts), tuple(sorted(plan.items())), tuple(d.id for d in mesh.devices.flat))
   if key not in _ENGINES:
-    method = methods.build(config, plan['total_steps'], plan['steps_per_epoch'])
+    method = runs.build_method(config, plan['total_steps'], plan['steps_per_epoch'])
     tx, schedule = param_groups.build(config.optim, config.batch_size, plan['total_steps'],
                                       plan['warmup_steps'],
                                       getattr(method, 'optim_groups', tuple)())
