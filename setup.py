@@ -19,7 +19,10 @@ setuptools.setup(
     long_description=(HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
     python_requires='>=3.11',
-    packages=setuptools.find_packages(include=['jssl', 'jssl.*']),
+    # configs/ (the top-level folder of the repository) is installed as jssl/configs, so that
+    # `python -m jssl.main --config simclr:cifar10` works from a non-editable install too.
+    packages=setuptools.find_packages(include=['jssl', 'jssl.*']) + ['jssl.configs'],
+    package_dir={'jssl.configs': 'configs'},
     include_package_data=True,
     package_data={'jssl': ['data/embedded/*.npz']},
     install_requires=_requirements('requirements.txt'),

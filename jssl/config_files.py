@@ -19,3 +19,49 @@ def sibling(config_file: str, name: str) -> types.ModuleType:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def configs_dir() -> str:
+  """The folder of the shipped configs: the checkout's configs/ (next to the jssl package), or
+  the installed copy (jssl/configs, which `pip install .` makes of it)."""
+  package = os.path.dirname(os.path.abspath(__file__))
+  for folder in (os.path.join(os.path.dirname(package), 'configs'),
+                 os.path.join(package, 'configs')):
+    if os.path.isfile(os.path.join(folder, 'common.py')):
+      return folder
+  raise FileNotFoundError(f'no configs/ folder next to {package} nor inside it: reinstall jssl')
+
+
+def shipped_names() -> list[str]:
+  """The method config names shipped with jssl ('simclr', 'byol', ...)."""
+  return sorted(f[:-3] for f in os.listdir(configs_dir())
+                if f.endswith('.py') and f not in ('common.py', '__init__.py'))
+
+
+def resolve(value: str) -> str:
+  """A `--config` value as a file path: `FILE[:PRESET]` stays as it is when FILE exists; a
+  shipped config's name (`simclr`, `simclr.py`, `simclr:cifar10`) becomes its path. Raises
+  FileNotFoundError naming the value and the shipped names."""
+  path, sep, preset = value.partition(':')
+  if os.path.isfile(path):
+    return value
+  name = os.path.basename(path)[:-3] if path.endswith('.py') else path
+  if os.sep not in path and name in shipped_names():
+    return os.path.join(configs_dir(), f'{name}.py') + sep + preset
+  raise FileNotFoundError(f'config file not found: {path!r} (a path, or one of the shipped '
+                          f'configs: {", ".join(shipped_names())})')
+
+
+def check(value: str) -> None:
+  """Loads `FILE[:PRESET]` once: raises ValueError for an unknown preset (the config's own
+  message lists its presets) or a config file that fails to load, naming the file."""
+  path, _, preset = value.partition(':')
+  spec = importlib.util.spec_from_file_location('jssl_config_check', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 (any error of a user's file, reported in one line)
+    raise ValueError(f'{path}: {type(e).__name__}: {e}') from None
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'{path} has no get_config(); is it a jssl config file?')
+  module.get_config(preset or None)

@@ -2,8 +2,8 @@
 
   python -m jssl.main --config configs/simclr.py:cifar10 --workdir runs/x [--config.optim.lr=0.5]
 
-`--config FILE[:PRESET]` is an ml_collections config file (default: the repository's
-configs/simclr.py, preset 'tiny'); `--config.KEY=VALUE` overrides any key (an unknown key or a
+`--config FILE[:PRESET]` is an ml_collections config file, or the name of a shipped one
+(`--config simclr:cifar10`; default: simclr, preset 'tiny'); `--config.KEY=VALUE` overrides any key (an unknown key or a
 value of the wrong type fails before training, naming the key; enumerated values are checked
 by jssl.train.validate). `--workdir` defaults to runs/<method>-<preset>. Rerunning the same
 command resumes from the newest checkpoint in the workdir. Progress goes to stderr; the last
@@ -26,12 +26,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               'configs', 'simclr.py')
+from jssl import config_files
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG if os.path.exists(_DEFAULT_CONFIG) else None,
-    'Config file and preset, e.g. configs/simclr.py:cifar10.', lock_config=True)
+    'config', config_files.resolve('simclr'),
+    'Config file and preset (configs/simclr.py:cifar10), or a shipped config by name '
+    '(simclr:cifar10).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<method>-<preset>); '
                                 'a gs:// path works (orbax, tf.io.gfile).')
 _COORDINATOR = flags.DEFINE_string(
@@ -46,8 +46,35 @@ _LOCAL_DEVICE_IDS = flags.DEFINE_list(
     '(e.g. 0 for one process per GPU; default all).')
 
 
+def _resolve_config_args(argv):
+  """`--config NAME[:PRESET]` -> the shipped config's path; a missing file or unknown preset
+  exits with one `error:` line (status 2)."""
+  out, i = list(argv), 1
+  while i < len(out):
+    arg = out[i]
+    if arg in ('--config', '-config') and i + 1 < len(out):
+      i += 1
+      value, set_value = out[i], lambda v, i=i: out.__setitem__(i, v)
+    elif arg.startswith(('--config=', '-config=')):
+      value = arg.split('=', 1)[1]
+      set_value = lambda v, i=i, flag=arg.split('=', 1)[0]: out.__setitem__(i, f'{flag}={v}')
+    else:
+      i += 1
+      continue
+    try:
+      resolved = config_files.resolve(value)
+      config_files.check(resolved)
+    except (FileNotFoundError, ValueError) as e:
+      print(f'error: bad --config {value}: {e}', file=sys.stderr)
+      sys.exit(2)
+    set_value(resolved)
+    i += 1
+  return out
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a one-line error for a bad --config override (exit status 2)."""
+  """absl's flag parsing, with a one-line error for a bad --config or override (exit status 2)."""
+  argv = _resolve_config_args(argv)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

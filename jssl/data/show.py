@@ -1,7 +1,17 @@
-"""Look at a recipe's views: a PNG grid, one row per source image, one column per view.
+"""Look at a run's (or a recipe's) views: a PNG grid, one row per source image, one column per view.
 
+  python -m jssl.data.show --config configs/byol.py:cifar10 \
+      --config.data.source=folder:DIR --out views.png [--n 8]
   python -m jssl.data.show --recipe byol --source embedded --n 8 --out views.png \
       [--seed 0] [--param image_size=96 --param blur_p=(1.0,0.5)] [--image a.jpg ...]
+
+With `--config` (a file or a shipped name, with the same `--config.KEY=VALUE` overrides as
+`python -m jssl.main`) it draws the views that run trains on: the first `--n` images of its
+first epoch, from its training source, through its recipe (multi-crop, masks included) with its
+seed: each view is a function of (seed, epoch, example), so these are the run's own views of
+those examples. The on-device photometric half, when the config moves it there, is drawn with
+a key of the seed (the run draws it from its step's key). `--recipe` is the shortcut that needs
+no config.
 
 Columns: the source image, then `view_0`, `view_1`, ...; for recipes with a mask a last column
 shows `view_0` with the masked patches darkened. Sources: `--image PATH` (repeatable), the
@@ -71,19 +81,7 @@ def render_views(images: Sequence[np.ndarray], recipe, seed: int = 0) -> np.ndar
   Columns: the source, each view, and `view_0` under the mask for recipes with one. Cells are
   `s` = the largest view size, smaller views centred on grey.
   """
-  outs = _views(images, recipe, seed)
-  names = [k for k in recipe.view_shapes if k != 'mask']
-  size = max(recipe.view_shapes[k][0] for k in names)
-  rows = []
-  for img, out in zip(images, outs):
-    up = max(1, size // max(img.shape[:2]))
-    cells = [_cell(np.kron(img.astype(np.float32) / 255, np.ones((up, up, 1))), size)]
-    cells += [_cell(out[k], size) for k in names]
-    if 'mask' in out:
-      cells.append(_cell(_overlay(out['view_0'], out['mask']), size))
-    rows.append(np.concatenate(cells, axis=1))
-  grid = np.concatenate(rows, axis=0)
-  return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
+  return grid_of(images, _views(images, recipe, seed), recipe)
 
 
 def column_names(recipe) -> list:
@@ -136,7 +134,97 @@ def _parse_param(text: str):
     return key, value
 
 
+def run_views(config, n: int):
+  """`(source images, per-image view dicts, recipe)` of the first `n` examples of a config's
+  first training epoch, as its training pipeline makes them."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
+  data = config.data
+  source = pipeline.open_source(data, train=True)
+  recipe = pipeline.train_recipe(data)
+  n = min(n, source.num_examples)
+  batch = next(iter(pipeline.train_iterator(data, n, config.seed)))
+  images = []
+  for i in np.asarray(batch['index']):
+    record, _ = source.read(tf.constant(int(i), tf.int64))
+    images.append(source.decode(record, tf.constant(int(i), tf.int64)).numpy())
+  outs = [{k: np.asarray(v[j]) for k, v in batch.items() if k.startswith('view_') or k == 'mask'}
+          for j in range(n)]
+  if recipe.photometric_on_device:
+    import jax  # pylint: disable=g-import-not-at-top
+    from jssl.data import augment_jax  # pylint: disable=g-import-not-at-top
+    views = {k: np.stack([o[k] for o in outs]) for k in outs[0]}
+    views = augment_jax.photometric_fn(recipe.name, recipe.params)(views,
+                                                                   jax.random.key(config.seed))
+    outs = [{k: np.asarray(v[j]) for k, v in views.items()} for j in range(n)]
+  return images, outs, recipe
+
+
+def grid_of(images, outs, recipe) -> np.ndarray:
+  """The uint8 grid of `render_views` for views already made."""
+  names = [k for k in recipe.view_shapes if k != 'mask']
+  size = max(recipe.view_shapes[k][0] for k in names)
+  rows = []
+  for img, out in zip(images, outs):
+    up = max(1, size // max(img.shape[:2]))
+    cells = [_cell(np.kron(img.astype(np.float32) / 255, np.ones((up, up, 1))), size)]
+    cells += [_cell(out[k], size) for k in names]
+    if 'mask' in out:
+      cells.append(_cell(_overlay(out['view_0'], out['mask']), size))
+    rows.append(np.concatenate(cells, axis=1))
+  return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+
+
+def main_config(argv) -> int:
+  """`--config` mode: the views of a run's config (absl flags, as jssl.main)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from jssl import config_files  # pylint: disable=g-import-not-at-top
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    value = arg.split('=', 1)[1] if arg.startswith('--config=') else (
+        argv[i + 1] if arg == '--config' and i + 1 < len(argv) else None)
+    if value is None:
+      continue
+    try:
+      resolved = config_files.resolve(value)
+      config_files.check(resolved)
+    except (FileNotFoundError, ValueError) as e:
+      print(f'error: bad --config {value}: {e}', file=sys.stderr)
+      return 2
+    if arg == '--config':
+      argv[i + 1] = resolved
+    else:
+      argv[i] = f'--config={resolved}'
+    break
+  fv = flags.FlagValues()  # ml_collections finds the --config.KEY overrides in sys_argv
+  config_flags.DEFINE_config_file('config', None, 'config file[:preset] or name', flag_values=fv,
+                                  lock_config=True, sys_argv=['show'] + argv)
+  flags.DEFINE_string('out', 'views.png', 'output PNG', flag_values=fv)
+  flags.DEFINE_integer('n', 8, 'number of source images (rows)', flag_values=fv)
+  try:
+    fv(['show'] + argv)
+  except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as e:
+    print(f'error: bad command line: {" ".join(str(e).split())}', file=sys.stderr)
+    return 2
+  config = fv.config
+  try:
+    images, outs, recipe = run_views(config, fv.n)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  columns = column_names(recipe)
+  save_grid(grid_of(images, outs, recipe), columns, fv.out,
+            f'{config.method.name}:{config.get("preset", "")} views of {config.data.source} '
+            f'(seed {config.seed})')
+  print(f'wrote {fv.out}: {len(images)} images x {len(columns)} columns')
+  return 0
+
+
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if any(a == '--config' or a.startswith('--config=') for a in argv):
+    return main_config(argv)
   parser = argparse.ArgumentParser(prog='python -m jssl.data.show', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--recipe', required=True, help='recipe name, e.g. simclr, byol, mae')
