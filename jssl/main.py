@@ -113,16 +113,20 @@ def main(argv):
     sys.exit(2)
   workdir = _WORKDIR.value or os.path.join(
       'runs', f'{config.method.name}-{config.get("preset", None) or "custom"}')
-  from jssl.train import loop  # pylint: disable=g-import-not-at-top (imports TensorFlow)
+  from jssl.train import checkpoint, loop  # pylint: disable=g-import-not-at-top (TensorFlow)
+  from jssl.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     result = loop.train(config, workdir)
-  except loop.NonFiniteError as e:
+  except workdir_lib.WorkdirError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except (loop.NonFiniteError, checkpoint.UnreadableCheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   result['workdir'] = workdir
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
-    print(json.dumps(result), flush=True)
+    print(json.dumps(loop.strict_json(result), allow_nan=False), flush=True)
 
 
 if __name__ == '__main__':

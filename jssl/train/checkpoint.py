@@ -7,6 +7,10 @@
 - `latest_step()`: the step of the newest complete checkpoint, or None.
 - `restore(target, step=None)`: the saved state with the structure, dtypes and shardings of
   `target` (a freshly created state); the newest checkpoint by default.
+- `restore_newest_readable(target, warn)`: the newest checkpoint that can be read; a newer one
+  that cannot (a truncated array file, missing metadata, garbage bytes) is moved aside to
+  `<directory>.unreadable/<step>` (never deleted) after `warn` names its step and path; when
+  none can be read, `UnreadableCheckpointError` names the directory.
 - `wait()` / `close()`: block until pending saves are on disk.
 The step of a state is its data position: a resumed run restarts its iterator there.
 Multi-process runs: every process calls the same methods at the same steps; orbax writes each
@@ -14,9 +18,19 @@ process's shards and process 0 the metadata, and the directory may be on cloud s
 """
 
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """No checkpoint of a directory can be read."""
+
+
+def _first_line(error: Exception) -> str:
+  text = ' '.join(str(error).split())
+  return f'{type(error).__name__}: {text[:300]}'
 
 
 class Checkpointer:
@@ -27,10 +41,10 @@ class Checkpointer:
     # gs://... (any URL) goes to orbax as is: it writes there through etils.epath / tf.io.gfile
     self.directory = directory if '://' in directory else os.path.abspath(directory)
     self.every_steps = max(int(every_steps), 1)
-    options = ocp.CheckpointManagerOptions(
+    self._options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=1, enable_async_checkpointing=use_async,
         create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -50,6 +64,28 @@ class Checkpointer:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def restore_newest_readable(self, target, warn=print):
+    """The newest readable checkpoint restored like `target` (see the module docstring)."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return self.restore(target, step)
+      except Exception as e:  # noqa: BLE001 (orbax / tensorstore raise many kinds)
+        path = os.path.join(self.directory, str(step))
+        aside = os.path.join(self.directory + '.unreadable', str(step))
+        warn(f'warning: the checkpoint of step {step} ({path}) cannot be read ({_first_line(e)});'
+             f' moved to {aside}, restoring the previous one')
+        if jax.process_index() == 0 and '://' not in self.directory:
+          os.makedirs(os.path.dirname(aside), exist_ok=True)
+          if os.path.exists(aside):
+            shutil.rmtree(aside)
+          shutil.move(path, aside)
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    raise UnreadableCheckpointError(
+        f'no checkpoint in {self.directory} can be read (steps {steps} moved to '
+        f'{self.directory}.unreadable); remove the workdir\'s checkpoints to start again')
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

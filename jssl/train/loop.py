@@ -39,6 +39,7 @@ from jssl.methods import collapse
 from jssl.train import checkpoint as checkpoint_lib
 from jssl.train import logging as logging_lib
 from jssl.train import param_groups, runs, sharding
+from jssl.train import workdir as workdir_lib
 from jssl.train import state as state_lib
 from jssl.train import step as step_lib
 from jssl.train.validate import validate
@@ -224,13 +225,21 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   """Trains (or resumes) `config` in `workdir`; returns the final figures.
 
   `devices`: the devices of the mesh (default all); `log(str)`: progress lines (stderr).
+  The workdir is claimed first (jssl.train.workdir: writable, not in use by a live run, not
+  holding another run) and released at the end.
   """
   validate(config)
+  release = workdir_lib.claim(workdir, config, log) if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir, devices, stop_after_step, log)
+  finally:
+    if release is not None:
+      release()
+
+
+def _train(config, workdir, devices, stop_after_step, log) -> dict:
   from jssl.data import feeding, pipeline  # pylint: disable=g-import-not-at-top (TensorFlow)
   is_main = jax.process_index() == 0
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  if is_main:
-    epath.Path(workdir, 'config.json').write_text(config.to_json_best_effort(indent=2))
 
   mesh = sharding.make_mesh(devices)
   sharding.check_batch_size(config.batch_size, mesh)
@@ -246,9 +255,14 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
                                      config.checkpoint.every_steps, config.checkpoint.keep,
                                      config.checkpoint.use_async)
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
+    state = ckpt.restore_newest_readable(state, log)
     log(f'resumed from step {int(state.step)} ({ckpt.directory})')
   step = start = int(jax.device_get(state.step))
+  finished = epath.Path(workdir, 'final.json')
+  if step >= total and finished.exists():  # a rerun of a finished run: its own final figures
+    ckpt.close()
+    log(f'{workdir} holds a finished run (step {step} of {total}): nothing to do')
+    return json.loads(finished.read_text())
   log(f'{method.name} on {info["num_examples"]} examples of {d.source}: {total} steps of '
       f'{config.batch_size} ({spe} per epoch), {len(mesh.devices.flat)} device(s), '
       f'{sum(x.size for x in jax.tree.leaves(state.params)) / 1e6:.2f}M parameters')
@@ -343,7 +357,10 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   elapsed = time.time() - t_first - eval_s if t_first else 0.0
   ckpt.save(state, force=True)
   ckpt.wait()
-  result = {'step': step, 'loss': last.get('loss', float('nan')), **result}
+  if 'loss' not in last:  # no step logged by this process (a resumed run at its end)
+    last = {'loss': next((r['loss'] for r in reversed(logging_lib.read_metrics(workdir))
+                          if 'loss' in r), None)}
+  result = {'step': step, 'loss': last['loss'], **result}
   if steps_timed and elapsed > 0:
     result['images_per_s'] = steps_timed * config.batch_size / elapsed
   if stopping():
@@ -360,5 +377,16 @@ def train(config, workdir: str, *, devices=None, stop_after_step: int = 0,
   metrics_log.close()
   if is_main:
     logging_lib.plot_curves(workdir)
-    epath.Path(workdir, 'final.json').write_text(json.dumps(result))
-  return result
+    result = strict_json(result)
+    epath.Path(workdir, 'final.json').write_text(json.dumps(result, allow_nan=False))
+  return strict_json(result)
+
+
+def strict_json(result: dict) -> dict:
+  """`result` with every non-finite float (a figure that does not exist) as None, so that
+  `json.dumps(..., allow_nan=False)` holds."""
+  def clean(v):
+    if isinstance(v, float) and not np.isfinite(v):
+      return None
+    return v
+  return {k: clean(v) for k, v in result.items()}
