@@ -3,13 +3,15 @@
   python -m jssl.main --config configs/simclr.py:cifar10 --workdir runs/x [--config.optim.lr=0.5]
 
 `--config FILE[:PRESET]` is an ml_collections config file, or the name of a shipped one
-(`--config simclr:cifar10`; default: simclr, preset 'tiny'); `--config.KEY=VALUE` overrides any key (an unknown key or a
-value of the wrong type fails before training, naming the key; enumerated values are checked
-by jssl.train.validate). `--workdir` defaults to runs/<method>-<preset>. Rerunning the same
+(`--config simclr:cifar10`; default: simclr, preset 'tiny'); `--config.KEY=VALUE` overrides
+any key (an unknown key or a value of the wrong type fails before training, naming the key;
+enumerated values are checked by jssl.train.validate). `--workdir` defaults to runs/<method>-<preset>. Rerunning the same
 command resumes from the newest checkpoint in the workdir. Progress goes to stderr; the last
 stdout line is one JSON object with the final figures (step, loss, knn_top1 when the dataset
 has labels, linear_top1 when the probe runs). Exit status: 0 done (or stopped by SIGTERM
-after saving), 1 non-finite loss/gradients, 2 bad config.
+after saving), 1 non-finite loss/gradients or no readable checkpoint, 2 a user error (bad
+config, missing or unreadable data, a workdir that cannot be written, is in use or holds
+another run), each as one `error:` line.
 
 Multi-process (one process per host or per GPU, all running this same command): give
 `--coordinator HOST:PORT --num_processes N --process_id I`, or `--coordinator auto` on a TPU pod
@@ -113,11 +115,12 @@ def main(argv):
     sys.exit(2)
   workdir = _WORKDIR.value or os.path.join(
       'runs', f'{config.method.name}-{config.get("preset", None) or "custom"}')
-  from jssl.train import checkpoint, loop  # pylint: disable=g-import-not-at-top (TensorFlow)
+  from jssl.train import checkpoint, loop, sharding  # pylint: disable=g-import-not-at-top
+  from jssl.data import config as data_config  # pylint: disable=g-import-not-at-top
   from jssl.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   try:
     result = loop.train(config, workdir)
-  except workdir_lib.WorkdirError as e:
+  except (workdir_lib.WorkdirError, data_config.DataError, sharding.BatchSizeError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except (loop.NonFiniteError, checkpoint.UnreadableCheckpointError) as e:

@@ -3,6 +3,14 @@
 import ml_collections
 from ml_collections import config_dict
 
+class DataError(ValueError):
+  """The data a config names cannot be read (a user error: one line says what and where)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+  """The folder, records or dataset a config names does not exist."""
+
+
 SCHEMES = ('embedded', 'synthetic', 'tfds', 'folder', 'records')
 CORRUPT_MODES = ('skip', 'fail')
 

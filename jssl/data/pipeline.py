@@ -272,8 +272,8 @@ class Batches(Iterator[dict]):
       for row in np.flatnonzero(batch['_skipped']):
         i, t = int(batch['_slot'][row]), int(batch['_skipped'][row])
         if t < 0:
-          raise ValueError(f'{MAX_SKIP} consecutive unreadable images, the first '
-                           f'{self.source.describe(i)}')
+          raise config_lib.DataError(f'{MAX_SKIP} consecutive unreadable images, the first '
+                                     f'{self.source.describe(i)}')
         for u in range(t):
           self._report((i + u) % n)
     else:
@@ -284,8 +284,8 @@ class Batches(Iterator[dict]):
     where = self.source.describe(index)
     why = self._why.get(index, 'not an image file (empty or unknown signature)')
     if self._corrupt == 'fail':
-      raise ValueError(f'unreadable image {where}: {why} (data.corrupt="fail"; "skip" would '
-                       'skip and count it)')
+      raise config_lib.DataError(f'unreadable image {where}: {why} (data.corrupt="fail"; '
+                                 '"skip" would skip and count it)')
     if where not in self.corrupt_files:
       _LOG.warning('skipping unreadable image %s: %s', where, why)
     self.corrupt_files[where] = self.corrupt_files.get(where, 0) + 1
@@ -331,8 +331,8 @@ def train_iterator(data_cfg, global_batch_size: int, seed: int, start_step: int 
   n, big_b = source.num_examples, global_batch_size
   spe = n // big_b
   if spe < 1:
-    raise ValueError(f'batch_size {big_b} is larger than the {n} examples of {source.name} '
-                     f'(split {source.split})')
+    raise config_lib.DataError(f'batch_size {big_b} is larger than the {n} examples of '
+                               f'{source.name} (split {source.split})')
   recipe = recipe or train_recipe(data_cfg)
   seed = int(seed) % 2**63
   offset = process_index * b

@@ -131,7 +131,8 @@ def list_folder(path: str, split: str) -> tuple[str, list[str], np.ndarray, tupl
   (label -1). Only .jpg/.jpeg/.png files count (case-insensitive); others are ignored.
   """
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'image folder not found: {path!r} (data source folder:{path})')
+    raise config_lib.DataNotFoundError(f'image folder not found: {path!r} (data source '
+                                       f'folder:{path})')
   root = os.path.join(path, split) if os.path.isdir(os.path.join(path, split)) else path
   entries = sorted(os.listdir(root))
   subdirs = [d for d in entries if not d.startswith('.') and os.path.isdir(os.path.join(root, d))]
@@ -145,7 +146,7 @@ def list_folder(path: str, split: str) -> tuple[str, list[str], np.ndarray, tupl
                    and os.path.isfile(os.path.join(root, f)))
     labels, class_names = np.full(len(files), -1, np.int32), ()
   if not files:
-    raise ValueError(f'no images (.jpg, .jpeg, .png) found in folder {root!r} '
+    raise config_lib.DataError(f'no images (.jpg, .jpeg, .png) found in folder {root!r} '
                      f'(data source folder:{path}, split {split!r})')
   return root, files, labels, class_names
 
@@ -264,10 +265,10 @@ def records_index(directory: str, split: str) -> dict:
   import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(directory, f'{split}.json')
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f'records folder not found: {directory!r} '
+    raise config_lib.DataNotFoundError(f'records folder not found: {directory!r} '
                             f'(data source records:{directory})')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'records index not found: {path!r} (no split {split!r} in '
+    raise config_lib.DataNotFoundError(f'records index not found: {path!r} (no split {split!r} in '
                             f'records:{directory}; run python -m jssl.data.prepare)')
   with open(path) as f:
     index = json.load(f)
@@ -323,11 +324,15 @@ def _tfds_builder(name: str, data_dir: str | None):
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'TFDS dataset {name!r} cannot be loaded (data_dir={data_dir!r}): {e}') from e
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise config_lib.DataNotFoundError(
+        f'TFDS dataset {name!r} cannot be loaded (data_dir={data_dir!r}): {first}') from e
   if not builder.is_prepared():
-    raise FileNotFoundError(
-        f'TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir!r}; prepare it with '
-        f'tfds.builder({name!r}, data_dir=...).download_and_prepare() where the download works')
+    raise config_lib.DataNotFoundError(
+        f'TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and jssl does not '
+        f'download: prepare it where the download works (python -c "import tensorflow_datasets '
+        f'as tfds; tfds.builder({name!r}).download_and_prepare()") and pass '
+        f'--config.data.data_dir=DIR, or give an image folder: --config.data.source=folder:PATH')
   return builder
 
 
@@ -343,7 +348,7 @@ def tfds_source(name: str, split: str, data_dir: str | None) -> Source:
   try:
     instructions = info.splits[split].file_instructions
   except (KeyError, ValueError) as e:
-    raise ValueError(f'TFDS dataset {name!r} has no split {split!r} '
+    raise config_lib.DataError(f'TFDS dataset {name!r} has no split {split!r} '
                      f'(splits: {list(info.splits)}): {e}') from None
   file_format = getattr(info.file_format, 'value', info.file_format) or 'tfrecord'
   files = RecordFiles([(str(f.filename), f.skip, f.take) for f in instructions], file_format)

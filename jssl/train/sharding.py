@@ -26,11 +26,15 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA))
 
 
+class BatchSizeError(ValueError):
+  """A batch size that does not divide across the devices (a user error naming the key)."""
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, key: str = 'batch_size') -> None:
   """Fails with a clear message when the batch does not divide across the mesh's devices."""
   n = mesh.devices.size
   if global_batch_size % n:
-    raise ValueError(f'config.{key}={global_batch_size} must be a multiple of the number '
+    raise BatchSizeError(f'config.{key}={global_batch_size} must be a multiple of the number '
                      f'of devices ({n})')
 
 
