@@ -256,8 +256,15 @@ def main(argv):
   if not rows:
     return
   base = baselines(out, next(iter(rows.values()))[0]['workdir'])
-  command = 'python benchmarks/cifar10_cpu.py --data DIR ' + ' '.join(
-      a for a in argv if not a.startswith('--data') and a != args.data)
+  shown, skip = [], False  # the command without the machine's paths (--data, --out, --docs)
+  for a in argv:
+    if skip:
+      skip = False
+    elif a in ('--data', '--out', '--docs'):
+      skip = True
+    elif not a.startswith(('--data=', '--out=', '--docs=')):
+      shown.append(a)
+  command = ' '.join(['python benchmarks/cifar10_cpu.py --data DIR'] + shown)
   num_train = sum(len(files) for _, _, files in os.walk(os.path.join(data, 'train')))
   if args.holdout:
     print(write_report(rows, base, num_train, os.path.join(out, 'results.md'), command))

@@ -45,7 +45,7 @@ def tiny_config(name, **method):
   c.total_epochs, c.steps_per_epoch = 10, 10
   if name == 'dino':
     c.method.update(out_dim=32, hidden_dim=16, bottleneck_dim=8, freeze_last_layer_epochs=0.2,
-                    warmup_teacher_temp_epochs=3)
+                    warmup_teacher_temp_epochs=3, use_bn_in_head=False)  # the ViT-style head
   else:
     c.method.update(proj_hidden_dims=(16,), proj_dim=8, n_prototypes=10,
                     freeze_prototypes_epochs=0.2)

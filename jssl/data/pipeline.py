@@ -136,9 +136,25 @@ def _is_bad(source: sources.Source, index: tf.Tensor, record: tf.Tensor,
   bad = tf.constant(False)
   if source.may_be_corrupt:
     bad = tf.logical_not(sources.looks_like_image(record))
+    bad = tf.logical_or(bad, tf.cond(bad, lambda: tf.constant(False),
+                                     lambda: sources.pixel_count(record) > sources.MAX_PIXELS))
   if known_bad.size:
     bad = tf.logical_or(bad, tf.reduce_any(tf.equal(index, tf.constant(known_bad))))
   return bad
+
+
+def _cheap_check_reason(source: sources.Source, index: int) -> str:
+  """Why `_is_bad`'s graph check refused example `index` (eagerly, for the report)."""
+  try:
+    record, _ = source.read(tf.constant(index, tf.int64))
+    if bool(sources.looks_like_image(record)):
+      pixels = int(sources.pixel_count(record))
+      if pixels > sources.MAX_PIXELS:
+        return (f'{pixels} pixels, above the limit of {sources.MAX_PIXELS} (refused before '
+                'decoding)')
+  except (tf.errors.OpError, OSError, ValueError) as e:
+    return _first_line(e)
+  return 'not an image file (empty or unknown signature)'
 
 
 def _placeholder_image() -> tf.Tensor:
@@ -190,6 +206,8 @@ def _unreadable(source: sources.Source, i: int, known_bad: set,
     try:
       record, _ = source.read(tf.constant(j, tf.int64))
       if source.may_be_corrupt and not bool(sources.looks_like_image(record)):
+        continue
+      if source.may_be_corrupt and int(sources.pixel_count(record)) > sources.MAX_PIXELS:
         continue
       source.decode(record, tf.constant(j, tf.int64))
       return None
@@ -282,7 +300,7 @@ class Batches(Iterator[dict]):
 
   def _report(self, index: int) -> None:
     where = self.source.describe(index)
-    why = self._why.get(index, 'not an image file (empty or unknown signature)')
+    why = self._why.get(index) or _cheap_check_reason(self.source, index)
     if self._corrupt == 'fail':
       raise config_lib.DataError(f'unreadable image {where}: {why} (data.corrupt="fail"; '
                                  '"skip" would skip and count it)')

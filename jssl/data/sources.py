@@ -19,6 +19,7 @@ are parsed in the graph with the dataset's own features, the image left encoded.
 
 import dataclasses
 import functools
+import logging
 import os
 import struct
 import threading
@@ -29,8 +30,45 @@ import tensorflow as tf
 
 from jssl.data import config as config_lib
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+_LOG = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 _MAGICS = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n', b'GIF8', b'BM')
+# Images above this many pixels are refused before decoding (PIL's decompression-bomb limit):
+# a small file can declare a huge image, whose decoded RGB array would exhaust memory.
+MAX_PIXELS = 89_478_485
+
+
+def _be(record, start, n):
+  """The big-endian unsigned integer of bytes [start, start + n) of a string tensor."""
+  b = tf.cast(tf.io.decode_raw(tf.strings.substr(record, start, n), tf.uint8), tf.int64)
+  return tf.reduce_sum(b * tf.constant([256 ** (n - 1 - k) for k in range(n)], tf.int64))
+
+
+def _le(record, start, n):
+  b = tf.cast(tf.io.decode_raw(tf.strings.substr(record, start, n), tf.uint8), tf.int64)
+  return tf.reduce_sum(b * tf.constant([256 ** k for k in range(n)], tf.int64))
+
+
+def pixel_count(record: tf.Tensor) -> tf.Tensor:
+  """Width x height an encoded image declares in its header (PNG, GIF, BMP; JPEG through
+  tf.io.extract_jpeg_shape), without decoding it; 0 when it cannot tell."""
+  head = tf.strings.substr(record, 0, 8)
+  size = tf.strings.length(record)
+
+  def jpeg():
+    shape = tf.io.extract_jpeg_shape(record, output_type=tf.int64)
+    return shape[0] * shape[1]
+
+  return tf.case([
+      (tf.equal(tf.strings.substr(head, 0, 3), b'\xff\xd8\xff'), jpeg),
+      (tf.logical_and(tf.equal(head, b'\x89PNG\r\n\x1a\n'), size >= 24),
+       lambda: _be(record, 16, 4) * _be(record, 20, 4)),
+      (tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b'GIF8'), size >= 10),
+       lambda: _le(record, 6, 2) * _le(record, 8, 2)),
+      (tf.logical_and(tf.equal(tf.strings.substr(head, 0, 2), b'BM'), size >= 26),
+       lambda: tf.abs(_le(record, 18, 4) * _le(record, 22, 4))),
+  ], default=lambda: tf.constant(0, tf.int64))
 
 
 def decode_rgb(record: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
@@ -119,7 +157,13 @@ def _images_under(root: str) -> list[str]:
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
     rel = os.path.relpath(dirpath, root)
-    found += [os.path.normpath(os.path.join(rel, f)) for f in filenames if _is_image_file(f)]
+    for f in filenames:
+      if not _is_image_file(f):
+        continue
+      if not os.path.exists(os.path.join(dirpath, f)):  # a broken or looping symbolic link
+        _LOG.warning('skipping %s: a broken or looping symbolic link', os.path.join(dirpath, f))
+        continue
+      found.append(os.path.normpath(os.path.join(rel, f)))
   return sorted(found)
 
 

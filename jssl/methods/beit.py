@@ -49,6 +49,7 @@ class BEiT(base.Method):
   mean: tuple = base.CIFAR10_MEAN
   std: tuple = base.CIFAR10_STD
   name: str = 'beit'
+  frozen_method_state = True  # method_state holds the frozen tokenizer: it never changes
   recon_columns = ('original', 'masked', 'tokenizer', 'beit')  # picture columns, in order
 
   def __post_init__(self):
