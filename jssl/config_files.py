@@ -65,3 +65,31 @@ def check(value: str) -> None:
   if not hasattr(module, 'get_config'):
     raise ValueError(f'{path} has no get_config(); is it a jssl config file?')
   module.get_config(preset or None)
+
+
+class ConfigFileError(ValueError):
+  """A `--config` value that names no config file or an unknown preset."""
+
+
+def resolve_args(argv: list) -> list:
+  """`argv` with each `--config VALUE` / `--config=VALUE` resolved (`resolve`) and checked
+  (`check`); raises ConfigFileError('bad --config VALUE: why')."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    flag, eq, value = arg.partition('=')
+    if flag not in ('--config', '-config'):
+      continue
+    if not eq:
+      if i + 1 >= len(out):
+        continue
+      value = out[i + 1]
+    try:
+      resolved = resolve(value)
+      check(resolved)
+    except (FileNotFoundError, ValueError) as e:
+      raise ConfigFileError(f'bad --config {value}: {e}') from None
+    if eq:
+      out[i] = f'{flag}={resolved}'
+    else:
+      out[i + 1] = resolved
+  return out

@@ -48,35 +48,13 @@ _LOCAL_DEVICE_IDS = flags.DEFINE_list(
     '(e.g. 0 for one process per GPU; default all).')
 
 
-def _resolve_config_args(argv):
-  """`--config NAME[:PRESET]` -> the shipped config's path; a missing file or unknown preset
-  exits with one `error:` line (status 2)."""
-  out, i = list(argv), 1
-  while i < len(out):
-    arg = out[i]
-    if arg in ('--config', '-config') and i + 1 < len(out):
-      i += 1
-      value, set_value = out[i], lambda v, i=i: out.__setitem__(i, v)
-    elif arg.startswith(('--config=', '-config=')):
-      value = arg.split('=', 1)[1]
-      set_value = lambda v, i=i, flag=arg.split('=', 1)[0]: out.__setitem__(i, f'{flag}={v}')
-    else:
-      i += 1
-      continue
-    try:
-      resolved = config_files.resolve(value)
-      config_files.check(resolved)
-    except (FileNotFoundError, ValueError) as e:
-      print(f'error: bad --config {value}: {e}', file=sys.stderr)
-      sys.exit(2)
-    set_value(resolved)
-    i += 1
-  return out
-
-
 def parse_flags(argv):
   """absl's flag parsing, with a one-line error for a bad --config or override (exit status 2)."""
-  argv = _resolve_config_args(argv)
+  try:
+    argv = config_files.resolve_args(argv)
+  except config_files.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

@@ -1,21 +1,9 @@
 """benchmarks/cifar_budget.py: the epoch-valued schedules keep their fraction of a cut-short run."""
 
-import importlib.util
-import pathlib
-
 import pytest
+import scripts
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / 'benchmarks' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-budget = load('cifar_budget')
+budget = scripts.load('cifar_budget')
 
 
 def overrides(method, steps, examples=50_000):

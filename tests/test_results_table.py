@@ -6,18 +6,10 @@ import os
 import pathlib
 
 import pytest
+import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / 'benchmarks' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-table_lib = load('cifar10_cpu')
+table_lib = scripts.load('cifar10_cpu')
 
 
 def _fake_run(out, method, seed, knn, init, other_cores=0.0, batch=256, step=1000):

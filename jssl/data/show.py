@@ -180,23 +180,11 @@ def main_config(argv) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   from jssl import config_files  # pylint: disable=g-import-not-at-top
-  argv = list(argv)
-  for i, arg in enumerate(argv):
-    value = arg.split('=', 1)[1] if arg.startswith('--config=') else (
-        argv[i + 1] if arg == '--config' and i + 1 < len(argv) else None)
-    if value is None:
-      continue
-    try:
-      resolved = config_files.resolve(value)
-      config_files.check(resolved)
-    except (FileNotFoundError, ValueError) as e:
-      print(f'error: bad --config {value}: {e}', file=sys.stderr)
-      return 2
-    if arg == '--config':
-      argv[i + 1] = resolved
-    else:
-      argv[i] = f'--config={resolved}'
-    break
+  try:
+    argv = config_files.resolve_args(argv)
+  except config_files.ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   fv = flags.FlagValues()  # ml_collections finds the --config.KEY overrides in sys_argv
   config_flags.DEFINE_config_file('config', None, 'config file[:preset] or name', flag_values=fv,
                                   lock_config=True, sys_argv=['show'] + argv)
