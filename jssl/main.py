@@ -9,7 +9,8 @@ enumerated values are checked by jssl.train.validate). `--workdir` defaults to r
 command resumes from the newest checkpoint in the workdir. Progress goes to stderr; the last
 stdout line is one JSON object with the final figures (step, loss, knn_top1 when the dataset
 has labels, linear_top1 when the probe runs). Exit status: 0 done (or stopped by SIGTERM
-after saving), 1 non-finite loss/gradients or no readable checkpoint, 2 a user error (bad
+after saving), 1 non-finite loss/gradients, no readable checkpoint, or a checkpoint or log
+that could not be written (the newest complete checkpoint stays), 2 a user error (bad
 config, missing or unreadable data, a workdir that cannot be written, is in use or holds
 another run), each as one `error:` line.
 
@@ -23,6 +24,7 @@ process takes part in the collective checkpoint writes.
 import json
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -73,6 +75,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  # A file size limit (RLIMIT_FSIZE) then fails the write (EFBIG) instead of killing the run.
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
   from jssl import distributed  # pylint: disable=g-import-not-at-top
   try:  # before anything touches a JAX backend
     setup = distributed.detect(os.environ, coordinator=_COORDINATOR.value,
@@ -101,7 +105,8 @@ def main(argv):
   except (workdir_lib.WorkdirError, data_config.DataError, sharding.BatchSizeError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except (loop.NonFiniteError, checkpoint.UnreadableCheckpointError) as e:
+  except (loop.NonFiniteError, checkpoint.UnreadableCheckpointError,
+          checkpoint.WriteFailedError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   result['workdir'] = workdir

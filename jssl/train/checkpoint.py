@@ -28,6 +28,10 @@ class UnreadableCheckpointError(RuntimeError):
   """No checkpoint of a directory can be read."""
 
 
+class WriteFailedError(OSError):
+  """A checkpoint or log could not be written (a full disk, a file size limit, permissions)."""
+
+
 def _first_line(error: Exception) -> str:
   text = ' '.join(str(error).split())
   return f'{type(error).__name__}: {text[:300]}'
@@ -56,7 +60,21 @@ class Checkpointer:
       return False
     if step in self.manager.all_steps():
       return False
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    try:
+      return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # noqa: BLE001 (orbax / tensorstore / the OS: any write failure)
+      raise self._failed(f'the checkpoint of step {step}', e) from e
+
+  def _failed(self, what: str, error: Exception) -> WriteFailedError:
+    try:
+      good = [s for s in self.manager.all_steps()
+              if os.path.isfile(os.path.join(self.directory, str(s), 'commit_success.txt'))
+              or '://' in self.directory]
+    except Exception:  # noqa: BLE001
+      good = []
+    last = f'step {max(good)}' if good else 'none'
+    return WriteFailedError(f'writing {what} to {self.directory} failed ({_first_line(error)}); '
+                            f'the newest complete checkpoint: {last}')
 
   def restore(self, target, step=None):
     step = self.latest_step() if step is None else step
@@ -88,7 +106,10 @@ class Checkpointer:
         f'{self.directory}.unreadable); remove the workdir\'s checkpoints to start again')
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 (an asynchronous save that failed)
+      raise self._failed('a checkpoint', e) from e
 
   def close(self) -> None:
     self.manager.wait_until_finished()

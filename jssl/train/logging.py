@@ -72,8 +72,12 @@ class MetricsLog:
     if not self.is_main:
       return
     scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
-    with self.path.open('a') as f:
-      f.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    try:
+      with self.path.open('a') as f:
+        f.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    except OSError as e:
+      from jssl.train import checkpoint  # pylint: disable=g-import-not-at-top
+      raise checkpoint.WriteFailedError(f'writing {self.path} failed ({e})') from e
     if self.writer is not None:
       self.writer.write_scalars(int(step), scalars)
 
@@ -129,5 +133,9 @@ def plot_curves(workdir: str) -> str:
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=100)
   plt.close(fig)
-  path.write_bytes(buffer.getvalue())
+  try:
+    path.write_bytes(buffer.getvalue())
+  except OSError as e:
+    from jssl.train import checkpoint  # pylint: disable=g-import-not-at-top
+    raise checkpoint.WriteFailedError(f'writing {path} failed ({e})') from e
   return str(path)

@@ -378,7 +378,10 @@ def _train(config, workdir, devices, stop_after_step, log) -> dict:
   if is_main:
     logging_lib.plot_curves(workdir)
     result = strict_json(result)
-    epath.Path(workdir, 'final.json').write_text(json.dumps(result, allow_nan=False))
+    try:
+      epath.Path(workdir, 'final.json').write_text(json.dumps(result, allow_nan=False))
+    except OSError as e:
+      raise checkpoint_lib.WriteFailedError(f'writing {workdir}/final.json failed ({e})') from e
   return strict_json(result)
 
 
