@@ -27,6 +27,7 @@ def _main(args, env, cwd):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_installed_package_trains_the_default_and_named_configs(installed, tmp_path):
   target, env = installed
   fast = ['--config.total_steps=2', '--config.eval.at_start=False', '--config.eval.final=False',

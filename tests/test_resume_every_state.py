@@ -62,8 +62,12 @@ def _saved(workdir, step):
       os.path.join(workdir, 'checkpoints', str(step), 'default'))
 
 
-@pytest.mark.parametrize('name,on_device', [('byol', False), ('moco_v2', False), ('dino', False),
-                                            ('swav', False), ('mae', False), ('simclr', True)])
+@pytest.mark.parametrize('name,on_device', [
+    ('byol', False), ('swav', False),
+    pytest.param('moco_v2', False, marks=pytest.mark.slow),
+    pytest.param('dino', False, marks=pytest.mark.slow),
+    pytest.param('mae', False, marks=pytest.mark.slow),
+    pytest.param('simclr', True, marks=pytest.mark.slow)])
 def test_stop_at_k_and_resume_equals_the_uninterrupted_run_bitwise(tmp_path, name, on_device):
   config = shrunk(name, on_device)
   straight, broken = str(tmp_path / 'straight'), str(tmp_path / 'broken')

@@ -29,10 +29,12 @@ def _folder(tmp_path, kind):
 
 @pytest.mark.parametrize('case,message', [
     ('missing', 'image folder not found'),
-    ('no_images', 'no images (.jpg, .jpeg, .png) found in folder'),
+    pytest.param('no_images', 'no images (.jpg, .jpeg, .png) found in folder',
+                 marks=pytest.mark.slow),
     ('garbage', 'unreadable images, the first'),
-    ('workdir_under_a_file', 'cannot be written'),
-    ('batch_size', 'config.batch_size=12 must be a multiple of the number of devices'),
+    pytest.param('workdir_under_a_file', 'cannot be written', marks=pytest.mark.slow),
+    pytest.param('batch_size', 'config.batch_size=12 must be a multiple of the number of devices',
+                 marks=pytest.mark.slow),
 ])
 def test_user_errors_are_one_line_with_exit_2(tmp_path, case, message):
   if case == 'missing':

@@ -51,17 +51,12 @@ def _le(record, start, n):
 
 
 def pixel_count(record: tf.Tensor) -> tf.Tensor:
-  """Width x height an encoded image declares in its header (PNG, GIF, BMP; JPEG through
-  tf.io.extract_jpeg_shape), without decoding it; 0 when it cannot tell."""
+  """Width x height an encoded image declares in its header (PNG, GIF, BMP), without decoding
+  it; 0 when it cannot tell (JPEG: its size is in a marker that may be anywhere, and
+  tf.io.extract_jpeg_shape fails on a truncated file inside the pipeline's graph)."""
   head = tf.strings.substr(record, 0, 8)
   size = tf.strings.length(record)
-
-  def jpeg():
-    shape = tf.io.extract_jpeg_shape(record, output_type=tf.int64)
-    return shape[0] * shape[1]
-
   return tf.case([
-      (tf.equal(tf.strings.substr(head, 0, 3), b'\xff\xd8\xff'), jpeg),
       (tf.logical_and(tf.equal(head, b'\x89PNG\r\n\x1a\n'), size >= 24),
        lambda: _be(record, 16, 4) * _be(record, 20, 4)),
       (tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b'GIF8'), size >= 10),
