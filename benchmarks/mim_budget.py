@@ -143,7 +143,7 @@ def main(argv=None):
              f'--config.pretrain_workdir={pretrain_workdir}',
              f'--config.labels_per_class={args.labels_per_class}',
              f'--config.total_epochs={args.finetune_epochs}',
-             f'--config.total_steps={args.finetune_steps}', '--config.eval_every_epochs=0']
+             f'--config.total_steps={args.finetune_steps}', '--config.eval.every_epochs=0']
       if scratch:
         cmd.append('--from_scratch')
       res, wall = run(cmd, os.path.join(out, f'{name}.log'))

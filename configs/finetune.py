@@ -7,7 +7,9 @@
 
 The architecture, data (train / eval splits, eval recipe) and input normalization are the
 pre-training run's (its config.json); `data.source` / `data.eval_source` / splits override them
-when set. Presets:
+when set. A rerun of the same command resumes from the newest checkpoint in the workdir
+(`checkpoint.every_steps`); the keys that may change between a run and its resume are
+pre-training's (length, eval, log, checkpoint cadence). Presets:
 - default ('cifar'): a small labelled budget of 100 images per class at 32 px, batch 128,
   50 epochs of that budget, AdamW (0.9, 0.999) lr 1e-3 * bs / 256, wd 0.05, layer decay 0.75,
   5 warm-up epochs + cosine, label smoothing 0.1, drop path 0.1.
@@ -32,14 +34,15 @@ def get_config(arg=None):
   c.batch_size = 128
   c.total_epochs = 50.0  # epochs of the labelled budget
   c.total_steps = 0  # > 0 wins over total_epochs
-  c.eval_every_epochs = 10.0  # 0: only at the end
-  c.eval_batch_size = 256
-  c.log_every_steps = 20
+  c.eval = ml_collections.ConfigDict(dict(every_epochs=10.0,  # 0: only at the end
+                                         batch_size=256))
+  c.log = ml_collections.ConfigDict(dict(every_steps=20, tensorboard=True))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=2, use_async=True))
   c.label_smoothing = 0.1
   c.drop_path_rate = 0.1  # ViT only
   c.pool = ''  # ViT: 'cls' | 'mean' | '' (the pre-training run's)
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, lr_scaling='linear', layer_decay=0.75, weight_decay=0.05, b1=0.9, b2=0.999,
+  c.optim = ml_collections.ConfigDict(dict(  # jssl.train.optim, + layer_decay
+      name='adamw', schedule='cosine', lr=1e-3, lr_scaling='linear', layer_decay=0.75, weight_decay=0.05, b1=0.9, b2=0.999,
       eps=1e-8, warmup_epochs=5.0, end_lr_factor=0.0, clip_norm=0.0))
   c.data = ml_collections.ConfigDict(dict(
       source='', eval_source='', train_split='', eval_split='',
@@ -51,7 +54,7 @@ def get_config(arg=None):
     c.labels_per_class = 13
     c.batch_size = 1024
     c.total_epochs = 100.0
-    c.eval_every_epochs = 10.0
+    c.eval.every_epochs = 10.0
     c.optim.update(lr=5e-4, layer_decay=0.65, warmup_epochs=5.0)
     c.data.crop_scale = (0.08, 1.0)
   else:

@@ -3,10 +3,16 @@
 ml_collections loads a config file by path, not as part of a package, so a config that builds
 on another file of its folder (every method on configs/common.py; SimMIM and BEiT on mae.py)
 loads it by path too. Pure Python: no JAX, no TensorFlow.
+
+Also the command lines' `--config` handling: `resolve(value)` (a shipped config by name),
+`resolve_args(argv)`, and `parse_flags(argv)`, absl's flag parsing with one `error:` line
+(exit status 2) for a bad --config or override (jssl.main, jssl.finetune).
 """
 
 import importlib.util
 import os
+import re
+import sys
 import types
 
 
@@ -93,3 +99,24 @@ def resolve_args(argv: list) -> list:
     else:
       out[i + 1] = resolved
   return out
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a one-line error for a bad --config or override (exit status 2)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    argv = resolve_args(argv)
+  except ConfigFileError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
+    if len(message) > 1 and message[0] == message[-1] and message[0] in '"\'':
+      message = message[1:-1]
+    key = re.match(r"'([\w.]+)'", message)
+    args = [a for a in argv[1:] if key and re.search(rf'\.{re.escape(key.group(1))}(=|$)', a)]
+    where = f' (in {" ".join(args)})' if args else ''
+    print(f'error: bad command line{where}: {message}', file=sys.stderr)
+    sys.exit(2)

@@ -23,7 +23,6 @@ process takes part in the collective checkpoint writes.
 
 import json
 import os
-import re
 import signal
 import sys
 
@@ -48,26 +47,6 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None,
 _LOCAL_DEVICE_IDS = flags.DEFINE_list(
     'local_device_ids', None, 'Multi-process runs: the local accelerators this process uses '
     '(e.g. 0 for one process per GPU; default all).')
-
-
-def parse_flags(argv):
-  """absl's flag parsing, with a one-line error for a bad --config or override (exit status 2)."""
-  try:
-    argv = config_files.resolve_args(argv)
-  except config_files.ConfigFileError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    message = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
-    if len(message) > 1 and message[0] == message[-1] and message[0] in '"\'':
-      message = message[1:-1]
-    key = re.match(r"'([\w.]+)'", message)
-    args = [a for a in argv[1:] if key and re.search(rf'\.{re.escape(key.group(1))}(=|$)', a)]
-    where = f' (in {" ".join(args)})' if args else ''
-    print(f'error: bad command line{where}: {message}', file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv):
@@ -116,4 +95,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_files.parse_flags)

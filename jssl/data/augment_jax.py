@@ -7,9 +7,14 @@ solarize (p), per view as `augment_recipes.plan` says. The ops have the semantic
 TensorFlow host path (`augment_ops`: torchvision's); dm-pix provides hue and solarize.
 The random draws differ from the host path's (JAX keys, not TF seeds): same distribution, not
 the same pixels.
+
+`crop_and_flip(rng, images_u8, size, scale, ratio, flip_p)` is the geometric half on the
+device, for images already in device memory (fine-tuning's labelled set): a random resized crop
+and a horizontal flip per example.
 """
 
 import functools
+import math
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import dm_pix
@@ -155,3 +160,32 @@ def photometric_fn(name: str, params: Optional[Mapping[str, Any]] = None
 @functools.lru_cache(maxsize=None)
 def _photometric_jit(name, items):
   return jax.jit(functools.partial(photometric, params=view_params(name, dict(items))))
+
+
+def random_resized_crop(rng, image, size: int, scale, ratio):
+  """One float image `[H, W, 3]` -> `[size, size, 3]`: a box of area fraction ~U(scale) and
+  log-uniform aspect ratio (clipped to the image), resized bilinearly with antialiasing."""
+  h, w = image.shape[0], image.shape[1]
+  k_area, k_ratio, k_top, k_left = jax.random.split(rng, 4)
+  area = h * w * jax.random.uniform(k_area, (), minval=scale[0], maxval=scale[1])
+  r = jnp.exp(jax.random.uniform(k_ratio, (), minval=math.log(ratio[0]),
+                                 maxval=math.log(ratio[1])))
+  bw = jnp.clip(jnp.sqrt(area * r), 1.0, w)
+  bh = jnp.clip(jnp.sqrt(area / r), 1.0, h)
+  top = jax.random.uniform(k_top, ()) * (h - bh)
+  left = jax.random.uniform(k_left, ()) * (w - bw)
+  s = jnp.stack([size / bh, size / bw])
+  t = jnp.stack([-top * size / bh, -left * size / bw])
+  return jax.image.scale_and_translate(image, (size, size, image.shape[2]), (0, 1), s, t,
+                                       'linear', antialias=True)
+
+
+def crop_and_flip(rng, images_u8, size: int, scale, ratio, flip_p: float):
+  """uint8 `[N, H, W, 3]` -> float32 views in [0, 1] (random resized crop + flip), per example."""
+  x = jnp.asarray(images_u8, jnp.float32) / 255.0
+  n = x.shape[0]
+  k_crop, k_flip = jax.random.split(rng)
+  x = jax.vmap(lambda k, im: random_resized_crop(k, im, size, scale, ratio))(
+      jax.random.split(k_crop, n), x)
+  flip = jax.random.uniform(k_flip, (n, 1, 1, 1)) < flip_p
+  return jnp.clip(jnp.where(flip, x[:, :, ::-1], x), 0.0, 1.0)

@@ -1,5 +1,5 @@
 """Host loading of labelled examples for fine-tuning: every label of a split, and chosen
-examples decoded and resized (tf.data; jssl.finetune_lib calls it only through here)."""
+examples decoded and resized (tf.data; jssl.train.finetune calls it only through here)."""
 
 import numpy as np
 

@@ -6,7 +6,8 @@
 - `MetricsLog(workdir, is_main)`: `write(step, metrics)` appends one JSON object per call to
   workdir/metrics.jsonl and, when clu's metric writers import (they need TensorBoard), writes
   scalars to TensorBoard event files in workdir; only on the main process.
-- `plot_curves(workdir)`: workdir/curves.png with the loss, kNN top-1 accuracy and the collapse
+- `plot_curves(workdir)`: workdir/curves.png with the loss, top-1 accuracy (kNN, or a
+  fine-tuned classifier's) and the collapse
   diagnostics over steps, read back from metrics.jsonl (matplotlib, Agg backend).
 Files go through etils.epath: local paths as before, gs:// paths through tf.io.gfile.
 """
@@ -96,7 +97,7 @@ def read_metrics(workdir: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
-_PANELS = (('training loss', ('loss',)), ('kNN top-1', ('knn_top1',)),
+_PANELS = (('training loss', ('loss',)), ('top-1 accuracy', ('knn_top1', 'top1')),
            ('embedding std (L2-normalized; collapse: 0)', ('embedding_std',)),
            ('effective rank of the features', ('effective_rank',)),
            ('assignment entropy (nats)', ('teacher_entropy_of_mean', 'teacher_mean_entropy',
@@ -121,9 +122,9 @@ def plot_curves(workdir: str) -> str:
         ax.plot(steps, [points[s] for s in steps], label=key,
                 marker=None if key == 'loss' or len(steps) > 20 else '.')
     uniform = [r['entropy_uniform'] for r in records if 'entropy_uniform' in r]
-    if len(keys) > 1 and uniform:  # the entropy panel: ln K, the uniform distribution's
+    if 'entropy' in title and uniform:  # the entropy panel: ln K, the uniform distribution's
       ax.axhline(uniform[-1], color='0.5', linestyle='--', label='ln K (uniform)')
-    if len(keys) > 1:
+    if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize='small')
     ax.set_xlabel('step')
     ax.set_title(title)

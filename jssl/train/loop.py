@@ -167,7 +167,7 @@ def build_engine(config, plan: dict, mesh):
   return _ENGINES[key]
 
 
-def _stop_vote(mesh):
+def stop_vote(mesh):
   """Multi-process: `vote(requested) -> jax.Array`, the OR over all processes of their SIGTERM
   flags as a replicated scalar, computed on the devices without blocking (the loop reads it with
   the step's metrics, one step late, so every process decides at the same step). None for one
@@ -184,7 +184,7 @@ def _stop_vote(mesh):
   return vote
 
 
-class _Stop:
+class StopRequest:
   """A SIGTERM flag; installs its handler for the duration of a `with` block (main thread)."""
 
   def __init__(self):
@@ -284,7 +284,7 @@ def _train(config, workdir, devices, stop_after_step, log) -> dict:
                                    num_classes=info.get('num_classes', 0))
   probe, collapse_every = collapse_probe(config), int(config.eval.get('collapse_every_steps', 0))
   pending, sums, last, result = collections.deque(), collections.defaultdict(float), {}, {}
-  vote, agreed_stop = _stop_vote(mesh), False
+  vote, agreed_stop = stop_vote(mesh), False
   n_acc, t_first, steps_timed, eval_s = 0, None, 0, 0.0
   if labeled and config.eval.get('at_start', False) and step == 0:
     res = evaluate_now(state, final=False)  # the random-init floor, as step 0 of the curves
@@ -307,7 +307,7 @@ def _train(config, workdir, devices, stop_after_step, log) -> dict:
         sums[k] += v
       n_acc += 1
 
-  with _Stop() as stop:
+  with StopRequest() as stop:
     stopping = lambda: agreed_stop if vote else stop.requested  # noqa: E731
     while step < total and not stopping():
       state, metrics = train_step(state, next(batches))

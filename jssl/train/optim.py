@@ -15,7 +15,11 @@
 - `weight_decay_end` (None: constant): DINO's cosine weight-decay schedule from `weight_decay` to
   `weight_decay_end` over the run (`weight_decay_schedule`), passed as optax's weight-decay
   schedule to every optimizer (each evaluates it at its own step count);
-- `clip_norm > 0` clips gradients by global norm first.
+- `clip_norm > 0` clips gradients by global norm first;
+- `build(..., mask=, scales=)`: another weight-decay mask (a tree or a function of the params),
+  and a tree of per-parameter learning-rate factors applied to the whole update last
+  (fine-tuning's layer-wise lr decay: scaling AdamW's update, its decay term included, by s is
+  AdamW at lr * s).
 """
 
 import math
@@ -116,36 +120,48 @@ def scale_by_clipped_trust_ratio(learning_rate, trust_coefficient: float
 
 
 def lars_clipped(learning_rate, weight_decay, trust_coefficient: float, momentum: float,
-                 nesterov: bool) -> optax.GradientTransformation:
+                 nesterov: bool, mask=decay_mask) -> optax.GradientTransformation:
   """optax.lars with the clipped trust ratio (weights only: biases and norm parameters get
   plain SGD with momentum and no weight decay, as in optax.lars with these masks)."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=decay_mask),
-      optax.masked(scale_by_clipped_trust_ratio(learning_rate, trust_coefficient), decay_mask),
+      optax.add_decayed_weights(weight_decay, mask=mask),
+      optax.masked(scale_by_clipped_trust_ratio(learning_rate, trust_coefficient), mask),
       optax.scale_by_learning_rate(learning_rate),
       optax.trace(decay=momentum, nesterov=nesterov))
 
 
-def build(cfg, batch_size: int, total_steps: int, warmup_steps: int):
-  """`(tx, schedule)` for `config.optim` and a run of `total_steps` steps."""
+def scale_by_tree(scales) -> optax.GradientTransformation:
+  """Multiplies each update by its leaf of `scales` (a per-parameter learning-rate factor)."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * s, updates, scales), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def build(cfg, batch_size: int, total_steps: int, warmup_steps: int, mask=decay_mask,
+          scales=None):
+  """`(tx, schedule)` for `config.optim` and a run of `total_steps` steps (`mask`, `scales`:
+  the module docstring)."""
   peak = scaled_lr(cfg.lr, batch_size, cfg.lr_scaling)
   lr = schedule_fn(cfg, peak, total_steps, warmup_steps)
   wd = weight_decay_schedule(cfg.weight_decay, cfg.get('weight_decay_end', None), total_steps)
   if cfg.name == 'lars' and cfg.get('trust_clip', False):
-    tx = lars_clipped(lr, wd, cfg.trust_coefficient, cfg.momentum, cfg.nesterov)
+    tx = lars_clipped(lr, wd, cfg.trust_coefficient, cfg.momentum, cfg.nesterov, mask)
   elif cfg.name == 'lars':
-    tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask,
-                    trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=decay_mask,
+    tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=mask,
+                    trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=mask,
                     momentum=cfg.momentum, nesterov=cfg.nesterov)
   elif cfg.name == 'sgd':
-    tx = optax.chain(optax.add_decayed_weights(wd, decay_mask),
+    tx = optax.chain(optax.add_decayed_weights(wd, mask),
                      optax.sgd(lr, momentum=cfg.momentum, nesterov=cfg.nesterov))
   elif cfg.name == 'adamw':
-    tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+    tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=mask)
   elif cfg.name == 'lamb':
-    tx = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=decay_mask)
+    tx = optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd, mask=mask)
   else:
     raise ValueError(f'config.optim.name must be one of {NAMES}, got {cfg.name!r}')
+  if scales is not None:
+    tx = optax.chain(tx, scale_by_tree(scales))
   if cfg.clip_norm and cfg.clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
   return tx, lr

@@ -87,6 +87,13 @@ def _lock(workdir: str, log):
   raise WorkdirError(f'could not lock {path}')
 
 
+def run_kind(config_dict: dict):
+  """What a config trains: its method's name, or 'fine-tuning' (configs/finetune.py)."""
+  if 'pretrain_workdir' in config_dict:
+    return 'fine-tuning'
+  return config_dict.get('method', {}).get('name')
+
+
 def claim(workdir: str, config, log=print):
   """Checks and locks `workdir` for `config` (see the module docstring); returns `release()`."""
   local = '://' not in workdir
@@ -104,9 +111,9 @@ def claim(workdir: str, config, log=print):
     saved = epath.Path(workdir, 'config.json')
     if saved.exists() and epath.Path(workdir, 'checkpoints').exists():
       old, new = json.loads(saved.read_text()), json.loads(config.to_json_best_effort())
-      if old.get('method', {}).get('name') != new['method']['name']:
-        raise WorkdirError(f'workdir {workdir} holds a {old.get("method", {}).get("name")!r} '
-                           f'run, not {new["method"]["name"]!r}; choose another --workdir')
+      if run_kind(old) != run_kind(new):
+        raise WorkdirError(f'workdir {workdir} holds a {run_kind(old)!r} run, not '
+                           f'{run_kind(new)!r}; choose another --workdir')
       keys = changed_keys(old, new)
       if keys:
         raise WorkdirError(f'workdir {workdir} holds a run whose config differs in '
