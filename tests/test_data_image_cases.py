@@ -28,6 +28,13 @@ def _save(img, fmt, **kw):
   return buffer.getvalue()
 
 
+def _jpeg_declaring(record: bytes, height: int, width: int) -> bytes:
+  """`record` (a JPEG) with its start-of-frame header patched to declare height x width."""
+  at = record.index(b'\xff\xc0')
+  return (record[:at + 5] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+          + record[at + 9:])
+
+
 @pytest.fixture()
 def odd_folder(tmp_path):
   rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8))
@@ -40,6 +47,7 @@ def odd_folder(tmp_path):
       'e_animated.gif': _save(frames[0], 'GIF', save_all=True, append_images=frames[1:]),
       'f_png_named.jpg': _save(rgb, 'PNG'),
       'g_bomb.png': _save(Image.new('1', (10_000, 9_000)), 'PNG'),  # 90M pixels, ~10 KB
+      'g2_bomb.jpg': _jpeg_declaring(_save(rgb, 'JPEG'), 60_000, 60_000),  # 3.6G pixels
   }
   folder = tmp_path / 'data' / 'c'
   folder.mkdir(parents=True)
@@ -64,9 +72,9 @@ def test_odd_images_are_read_or_skipped_and_reported(odd_folder, caplog):
   readable = ['a_plain.jpg', 'b_cmyk.jpg', 'c_16bit.png', 'd_one_pixel.png', 'e_animated.gif',
               'f_png_named.jpg']
   assert all(valid[n] for n in readable), valid
-  assert not valid['g_bomb.png']
+  assert not valid['g_bomb.png'] and not valid['g2_bomb.jpg']
   reported = {os.path.basename(p) for p in ev.corrupt_files}
-  assert reported == {'g_bomb.png'}, ev.corrupt_files
+  assert reported == {'g_bomb.png', 'g2_bomb.jpg'}, ev.corrupt_files
   assert 'above the limit' in caplog.text and str(folder / 'g_bomb.png') in caplog.text
   views = dict(zip(names, batch['view_0']))
   np.testing.assert_allclose(views['d_one_pixel.png'][0, 0], np.array([10, 200, 30]) / 255,
@@ -79,5 +87,15 @@ def test_pixel_count_reads_headers_without_decoding():
   for fmt, size in (('PNG', (300, 20)), ('GIF', (7, 9)), ('BMP', (5, 6))):
     record = _save(Image.new('RGB', size), fmt)
     assert int(sources.pixel_count(tf.constant(record))) == size[0] * size[1], fmt
-  for record in (_save(Image.new('RGB', (33, 12)), 'JPEG'), b'not an image'):
-    assert int(sources.pixel_count(tf.constant(record))) == 0
+  for kw in ({}, {'progressive': True}):  # baseline and progressive frame headers
+    record = _save(Image.new('RGB', (33, 12)), 'JPEG', **kw)
+    assert int(sources.pixel_count(tf.constant(record))) == 33 * 12, kw
+  exif = Image.Exif()
+  exif[0x010F] = 'a camera maker ' * 50  # an APP1 segment before the frame header
+  record = _save(Image.new('RGB', (33, 12)), 'JPEG', exif=exif)
+  assert b'\xff\xe1' in record[:record.index(b'\xff\xc0')]
+  assert int(sources.pixel_count(tf.constant(record))) == 396
+  assert int(sources.pixel_count(tf.constant(_jpeg_declaring(record, 60_000, 60_000)))) == 36e8
+  cut = record[:record.index(b'\xff\xc0') + 4]  # truncated inside the frame header
+  for bad in (cut, b'\xff\xd8\xff' + bytes(range(256)) * 4, b'not an image'):
+    assert int(sources.pixel_count(tf.constant(bad))) == 0

@@ -41,7 +41,8 @@ MAX_PIXELS = 89_478_485
 
 def _be(record, start, n):
   """The big-endian unsigned integer of bytes [start, start + n) of a string tensor."""
-  b = tf.cast(tf.io.decode_raw(tf.strings.substr(record, start, n), tf.uint8), tf.int64)
+  part = tf.strings.substr(record, tf.cast(start, tf.int32), tf.constant(n, tf.int32))
+  b = tf.cast(tf.io.decode_raw(part, tf.uint8), tf.int64)
   return tf.reduce_sum(b * tf.constant([256 ** (n - 1 - k) for k in range(n)], tf.int64))
 
 
@@ -50,13 +51,47 @@ def _le(record, start, n):
   return tf.reduce_sum(b * tf.constant([256 ** k for k in range(n)], tf.int64))
 
 
+# JPEG start-of-frame markers (baseline, progressive, lossless...; not DHT C4, JPG C8, DAC CC)
+_JPEG_SOF = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
+_JPEG_MAX_SEGMENTS = 256
+
+
+def jpeg_pixel_count(record: tf.Tensor) -> tf.Tensor:
+  """Width x height of a JPEG's start-of-frame header, found by walking the marker segments from
+  byte 2 (each `FF xx` + a 2-byte big-endian length); 0 when no frame header comes before the
+  scan, the end of the file or `_JPEG_MAX_SEGMENTS` segments (truncated or not a JPEG).
+  Unlike tf.io.extract_jpeg_shape it never fails, whatever the bytes."""
+  size = tf.cast(tf.strings.length(record), tf.int64)
+  sof = tf.constant(_JPEG_SOF, tf.int64)
+
+  def cond(i, offset, pixels, done):
+    return tf.logical_and(tf.logical_not(done),
+                          tf.logical_and(i < _JPEG_MAX_SEGMENTS, offset + 9 <= size))
+
+  def body(i, offset, pixels, done):
+    marker = _be(record, offset + 1, 1)
+    valid = tf.equal(_be(record, offset, 1), 0xFF)
+    is_sof = tf.logical_and(valid, tf.reduce_any(tf.equal(marker, sof)))
+    pixels = tf.where(is_sof, _be(record, offset + 5, 2) * _be(record, offset + 7, 2), pixels)
+    ends = tf.logical_or(tf.equal(marker, 0xDA), tf.equal(marker, 0xD9))  # scan, end of image
+    done = tf.logical_or(tf.logical_or(tf.logical_not(valid), is_sof), ends)
+    step = tf.where(tf.equal(marker, 0xFF), tf.constant(1, tf.int64),  # a fill byte
+                    2 + _be(record, offset + 2, 2))
+    return i + 1, offset + step, pixels, done
+
+  zero = tf.constant(0, tf.int64)
+  return tf.while_loop(cond, body, (tf.constant(0), tf.constant(2, tf.int64), zero,
+                                    tf.constant(False)))[2]
+
+
 def pixel_count(record: tf.Tensor) -> tf.Tensor:
-  """Width x height an encoded image declares in its header (PNG, GIF, BMP), without decoding
-  it; 0 when it cannot tell (JPEG: its size is in a marker that may be anywhere, and
-  tf.io.extract_jpeg_shape fails on a truncated file inside the pipeline's graph)."""
+  """Width x height an encoded image declares in its header (JPEG, PNG, GIF, BMP), without
+  decoding it; 0 when it cannot tell."""
   head = tf.strings.substr(record, 0, 8)
   size = tf.strings.length(record)
   return tf.case([
+      (tf.equal(tf.strings.substr(head, 0, 3), b'\xff\xd8\xff'),
+       lambda: jpeg_pixel_count(record)),
       (tf.logical_and(tf.equal(head, b'\x89PNG\r\n\x1a\n'), size >= 24),
        lambda: _be(record, 16, 4) * _be(record, 20, 4)),
       (tf.logical_and(tf.equal(tf.strings.substr(head, 0, 4), b'GIF8'), size >= 10),
