@@ -73,6 +73,19 @@ def _cases():
           losses.dino_loss, [r(g, 4, N, K), r(g, 2, N, K), r(g, K) * 0.1], [B1, B1, R], (0, 1, 2)),
       'dino_center': lambda g: (
           losses.dino_center, [r(g, K), r(g, 2, N, K)], [R, B1], (0, 1)),
+      'ibot_patch_loss': lambda g: (
+          losses.ibot_patch_loss, [r(g, N, 4, K), r(g, N, 4, K), mask(g, N, 4), r(g, K) * 0.1],
+          [B, B, B, R], (0, 1, 3)),
+      'ibot_patch_center': lambda g: (
+          losses.ibot_patch_center, [r(g, K), r(g, N, 4, K)], [R, B], (0, 1)),
+      'ibot_patch_center_mask': lambda g: (
+          losses.ibot_patch_center, [r(g, K), r(g, N, 4, K), mask(g, N, 4)], [R, B, B], (0, 1)),
+      'koleo_loss': lambda g: (losses.koleo_loss, [r(g, N, D)], [B], (0,)),
+      'sinkhorn_knopp_teacher': lambda g: (
+          lambda x: losses.sinkhorn_knopp_teacher(x, teacher_temp=0.1), [r(g, N, K) * 0.3], [B],
+          (0,)),
+      'ijepa_loss': lambda g: (
+          losses.ijepa_loss, [r(g, N, 4, D), r(g, N, 4, D), mask(g, N, 4)], [B, B, B], (0, 1)),
       'vicreg_loss': lambda g: (
           losses.vicreg_loss, [r(g, N, D) * 0.5, r(g, N, D) * 0.7], [B, B], (0, 1)),
       'barlow_twins_loss': lambda g: (
