@@ -291,3 +291,37 @@ def test_errors(model_and_vars):
     shape(small(pool='max'), images())
   with pytest.raises(ValueError, match='class_token'):
     shape(small(class_token=False), images())
+
+
+def test_token_mask_equals_the_encoder_on_the_visible_patches_alone():
+  """I-JEPA's context encoder: a per-example key mask gives what the kept patches alone give."""
+  model = ViT(width=32, depth=2, num_heads=2, patch_size=4, pool='mean', class_token=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, False)
+  kept = np.array([[0, 3, 5, 9, 10], [1, 2, 3, 4, 15], [6, 7, 8, 11, 12]])
+  visible = np.zeros((3, 16), bool)
+  np.put_along_axis(visible, kept, True, axis=1)
+  masked = model.apply(variables, x, False, token_mask=visible)
+  alone = model.apply(variables, x, False, ids_keep=jnp.asarray(kept))
+  np.testing.assert_allclose(np.take_along_axis(np.asarray(masked['patch_tokens']),
+                                                kept[..., None], axis=1),
+                             alone['patch_tokens'], atol=2e-5)
+  np.testing.assert_allclose(masked['tokens'][:, 0], alone['tokens'][:, 0], atol=2e-5)  # CLS
+  everything = model.apply(variables, x, False)
+  assert np.abs(np.asarray(everything['tokens'][:, 0] - masked['tokens'][:, 0])).max() > 1e-3
+
+
+def test_register_tokens_join_the_blocks_but_not_the_patch_outputs():
+  model = ViT(width=32, depth=2, num_heads=2, patch_size=4, pool='mean', num_registers=3)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(1), x, False)
+  assert variables['params']['registers'].shape == (1, 3, 32)
+  out = model.apply(variables, x, False)
+  assert out['tokens'].shape == (2, 1 + 3 + 16, 32) and out['patch_tokens'].shape == (2, 16, 32)
+  assert out['register_tokens'].shape == (2, 3, 32)
+  np.testing.assert_allclose(out['pooled'], out['patch_tokens'].mean(1), atol=1e-6)
+  # the registers change what the patches see: other registers, other patch outputs
+  shifted = jax.tree.map(lambda a: a, variables)
+  shifted['params']['registers'] = variables['params']['registers'] + 1.0
+  assert np.abs(np.asarray(model.apply(shifted, x, False)['patch_tokens']
+                           - out['patch_tokens'])).max() > 1e-5  # 0 if they were left out

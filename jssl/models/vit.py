@@ -15,11 +15,20 @@ the same params; there is no learned table to interpolate), then `depth` pre-nor
 (LayerNorm eps 1e-6 -> MHSA -> residual; LayerNorm -> MLP (ratio 4, exact GELU) -> residual),
 then a final LayerNorm. The CLS token's position embedding is zero (MAE).
 
+Register tokens (Darcet et al., 2024; DINOv2 with registers): `num_registers` learned tokens
+(normal(0.02), no position embedding) follow the CLS token through the blocks and are dropped at
+the output: 'tokens' keeps them (CLS, registers, patches), 'patch_tokens' and the 'mean' pool
+do not; 'register_tokens' holds them (`[N, R, D]`).
+
 Masking (keyword arguments):
 - `ids_keep: [N, L_keep] int` (MAE): only the kept patch tokens, gathered after position
   embedding, go through the blocks (CLS prepended).
 - `mask: [N, L]` bool or float, 1 = masked (SimMIM, BEiT; needs `use_mask_token=True`): patch
   embeddings become `e * (1 - m) + mask_token * m` before position embedding; all tokens go on.
+- `token_mask: [N, L]` bool, True = the patch takes part (I-JEPA's context block): every token
+  attends only to the CLS / register tokens and the patches with True; the others still get
+  outputs (ignore them). Static shapes with a per-example number of visible patches, exactly
+  the encoder on the visible patches alone.
 
 Init (MAE / BEiT): Dense kernels xavier_uniform (qkv as one fused `[D, 3D]` matrix), biases zero;
 the patch kernel xavier_uniform on its `[p*p*C, D]` view; CLS and mask tokens normal(0.02);
@@ -82,14 +91,16 @@ class Attention(nn.Module):
   implementation: Optional[str] = None  # jax.nn.dot_product_attention's: None (XLA) or 'cudnn'
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, key_mask=None):
+    """`key_mask: [N, T]` bool (None: all): the tokens every query may attend to."""
     n, t, d = x.shape
     if d % self.num_heads:
       raise ValueError(f'ViT: width {d} must divide by num_heads={self.num_heads}')
     qkv = nn.Dense(3 * d, kernel_init=dense_init, dtype=self.dtype, name='qkv')(x)
     qkv = jnp.reshape(qkv, (n, t, 3, self.num_heads, d // self.num_heads))
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [N, T, H, D/H]
-    y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+    mask = None if key_mask is None else jnp.asarray(key_mask, bool)[:, None, None, :]
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
     return nn.Dense(d, kernel_init=dense_init, dtype=self.dtype, name='proj')(
         jnp.reshape(y, (n, t, d)))
 
@@ -133,11 +144,12 @@ class Block(nn.Module):
   attention_impl: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, deterministic: bool = True):
+  def __call__(self, x, deterministic: bool = True, key_mask=None):
     d = x.shape[-1]
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
     branches = (
-        ('1', lambda y: Attention(self.num_heads, self.dtype, self.attention_impl, name='attn')(y)),
+        ('1', lambda y: Attention(self.num_heads, self.dtype, self.attention_impl, name='attn')(
+            y, key_mask)),
         ('2', lambda y: Mlp(int(d * self.mlp_ratio), self.dtype, name='mlp')(y)),
     )
     for i, branch in branches:
@@ -162,11 +174,12 @@ class ViT(nn.Module):
   use_mask_token: bool = False
   drop_path_rate: float = 0.0
   layerscale_init: Optional[float] = None
+  num_registers: int = 0
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None  # 'cudnn': cuDNN flash attention (NVIDIA GPUs, bf16)
 
   @nn.compact
-  def __call__(self, images, train: bool = True, *, ids_keep=None, mask=None):
+  def __call__(self, images, train: bool = True, *, ids_keep=None, mask=None, token_mask=None):
     if self.pool not in POOLS:
       raise ValueError(f'ViT: pool must be one of {POOLS}, got {self.pool!r}')
     if self.pool == 'cls' and not self.class_token:
@@ -193,20 +206,35 @@ class ViT(nn.Module):
       if not jnp.issubdtype(jnp.result_type(ids_keep), jnp.integer):
         raise TypeError(f'ViT: ids_keep must be integer indices, got {jnp.result_type(ids_keep)}')
       x = jnp.take_along_axis(x, jnp.asarray(ids_keep)[..., None], axis=1)
-    if self.class_token:  # its position embedding is zero
-      cls = self.param('cls', token_init, (1, 1, self.width), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(jnp.asarray(cls, self.dtype), (n, 1, self.width)),
-                           x], axis=1)
+    prefix = []  # CLS (position embedding zero), then the registers (none)
+    if self.class_token:
+      prefix.append(self.param('cls', token_init, (1, 1, self.width), jnp.float32))
+    if self.num_registers:
+      prefix.append(self.param('registers', token_init, (1, self.num_registers, self.width),
+                               jnp.float32))
+    if prefix:
+      x = jnp.concatenate([jnp.broadcast_to(jnp.asarray(p, self.dtype), (n,) + p.shape[1:])
+                           for p in prefix] + [x], axis=1)
+    skip = int(self.class_token) + self.num_registers
+    key_mask = None
+    if token_mask is not None:
+      if ids_keep is not None or jnp.shape(token_mask) != (n, gh * gw):
+        raise ValueError(f'ViT: token_mask must be [N, L] = {(n, gh * gw)} (without ids_keep), '
+                         f'got {jnp.shape(token_mask)}')
+      key_mask = jnp.concatenate([jnp.ones((n, skip), bool), jnp.asarray(token_mask, bool)], 1)
     deterministic = not train or not self.has_rng('dropout')
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = Block(self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
-                self.attention_impl, name=f'block{i}')(x, deterministic)
+                self.attention_impl, name=f'block{i}')(x, deterministic, key_mask)
     tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
-    patch_tokens = tokens[:, 1:] if self.class_token else tokens
+    patch_tokens = tokens[:, skip:]
     pooled = {'cls': lambda: tokens[:, 0], 'mean': lambda: jnp.mean(patch_tokens, axis=1),
               'none': lambda: tokens}[self.pool]()
-    return {'tokens': tokens, 'patch_tokens': patch_tokens, 'pooled': pooled}
+    out = {'tokens': tokens, 'patch_tokens': patch_tokens, 'pooled': pooled}
+    if self.num_registers:
+      out['register_tokens'] = tokens[:, int(self.class_token):skip]
+    return out
 
 
 def vit_config(name: str) -> dict:
