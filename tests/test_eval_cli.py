@@ -1,5 +1,6 @@
 """`python -m jssl.eval` end to end on a class-sorted image folder: a short training run, then the
-evaluation of its checkpoint, whole and with a capped kNN bank (`--max_train_examples`)."""
+evaluation of its checkpoint, whole (with `--pictures`) and with a capped kNN bank
+(`--max_train_examples`)."""
 
 import json
 import os
@@ -49,8 +50,14 @@ def test_eval_cli_whole_and_capped_bank_on_a_class_sorted_folder(tmp_path):
        '--config.eval.batch_size=8', '--config.eval.knn_k=(3,)', '--config.eval.final=False',
        '--config.eval.at_start=False', '--config.eval.every_epochs=0',
        '--config.log.tensorboard=False', cwd=tmp_path)
-  whole = _run('jssl.eval', '--workdir', workdir, '--batch_size=8', cwd=tmp_path)
+  whole = _run('jssl.eval', '--workdir', workdir, '--batch_size=8', '--pictures', cwd=tmp_path)
   assert whole['step'] == 2 and whole['num_train'] == CLASSES * PER_CLASS
+  # --pictures draws from the same features: the nearest-neighbour grid and the PCA map (and the
+  # UMAP map only where umap-learn is installed).
+  assert whole['pictures'][:2] == ['neighbours.png', 'map_pca.png']
+  for name in whole['pictures']:
+    with open(os.path.join(workdir, name), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert whole['num_eval'] == CLASSES * PER_CLASS
   assert whole['knn_top1_pixels'] == 1.0  # the stripes are told apart by raw pixels
   # A bank of 8 of the 32 (class-sorted) training images: spread over the split it holds every

@@ -1,13 +1,16 @@
 """Evaluate a training run's checkpoint: kNN (+ linear probe) and the baselines, as JSON.
 
     python -m jssl.eval --workdir runs/simclr-tiny [--linear_probe] [--step N] [--nobaselines]
+        [--pictures]
 
 Reads the run's config (workdir/config.json, written by `python -m jssl.main`; or `--config`),
 restores the checkpoint (the latest, or `--step`), and evaluates the backbone's frozen features:
 the kNN bank is the config's training split (`data.source`, `data.train_split`), the queries
 its eval split (`data.eval_source`, `data.eval_split`), both through the eval recipe. The
 baselines are raw pixels (`data.image_size`) and the same network freshly initialized
-(`config.seed`). Progress goes to stdout; the last stdout line is one JSON object.
+(`config.seed`). With `--pictures`, the same features also draw neighbours.png, map_pca.png
+and map_umap.png into the workdir (`jssl.eval.pictures`). Progress goes to stdout; the last
+stdout line is one JSON object.
 """
 
 import json
@@ -30,6 +33,9 @@ flags.DEFINE_integer('batch_size', None, 'Feature extraction batch (default: con
                      ' or 512).')
 flags.DEFINE_integer('max_train_examples', 0, 'Cap on the kNN bank / probe training set (0: all).')
 flags.DEFINE_string('output', None, 'Also write the JSON result to this file.')
+flags.DEFINE_bool('pictures', False, 'Also write neighbours.png (eval images and their nearest '
+                  'training images), map_pca.png and, with umap-learn, map_umap.png to the '
+                  'workdir.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -80,7 +86,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   from jssl.data import pipeline  # pylint: disable=g-import-not-at-top
-  from jssl.eval import evaluate, features  # pylint: disable=g-import-not-at-top
+  from jssl.eval import evaluate, features, pictures  # pylint: disable=g-import-not-at-top
   from jssl.train import runs, sharding, step as step_lib  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
@@ -108,14 +114,34 @@ def main(argv):
   result = {'workdir': workdir, 'method': config.method.name, 'step': ckpt_step}
 
   t = time.time()
-  result.update(evaluate.evaluate(
-      features.bind(features_fn, trained.params, trained.batch_stats),
-      batches(data, batch_size, mesh, train=True, max_examples=cap),
-      batches(data, batch_size, mesh, train=False),
-      num_classes=num_classes, eval_cfg=eval_cfg))
+  trained_fn = features.bind(features_fn, trained.params, trained.batch_stats)
+  # The pipeline already caps the bank (max_examples), so every batch is read and kept.
+  train_batches = batches(data, batch_size, mesh, train=True, max_examples=cap)
+  eval_batches = batches(data, batch_size, mesh, train=False)
+  if FLAGS.pictures:
+    train_batches, eval_batches = pictures.RecordIndex(train_batches), pictures.RecordIndex(
+        eval_batches)
+  train_feats, train_labels = features.extract_features(trained_fn, train_batches)
+  eval_feats, eval_labels = features.extract_features(trained_fn, eval_batches)
+  result.update(evaluate.evaluate_features(train_feats, train_labels, eval_feats, eval_labels,
+                                           num_classes=num_classes, eval_cfg=eval_cfg))
+  result.update(num_train=int(train_labels.shape[0]), num_eval=int(eval_labels.shape[0]))
   log(f'trained: kNN top-1 {result["knn_top1"]:.4f}'
       + (f', linear top-1 {result["linear_top1"]:.4f}' if 'linear_top1' in result else '')
       + f' ({time.time() - t:.0f}s)')
+
+  if FLAGS.pictures:
+    t = time.time()
+    paths = []
+    if jax.process_index() == 0:
+      paths = pictures.write_pictures(
+          workdir, data,
+          pictures.SplitFeatures(train_feats, train_labels, train_batches.index),
+          pictures.SplitFeatures(eval_feats, eval_labels, eval_batches.index),
+          class_names=info['class_names'], title=f'{config.method.name}, step {ckpt_step}',
+          log=log)
+      log(f'wrote {", ".join(os.path.basename(p) for p in paths)} ({time.time() - t:.0f}s)')
+    result['pictures'] = [os.path.basename(p) for p in paths]
 
   if FLAGS.baselines:
     t = time.time()
