@@ -26,5 +26,6 @@ setuptools.setup(
     include_package_data=True,
     package_data={'jssl': ['data/embedded/*.npz']},
     install_requires=_requirements('requirements.txt'),
-    extras_require={'dev': _requirements('requirements-dev.txt')},
+    # umap: the UMAP map of `python -m jssl.eval --pictures` (PCA is always drawn).
+    extras_require={'dev': _requirements('requirements-dev.txt'), 'umap': ['umap-learn==0.5.12']},
 )

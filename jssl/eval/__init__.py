@@ -8,6 +8,8 @@ their modules):
 - `features`: `extract_features` / `extract_many`, a `features_fn` over batches, padding dropped.
 - `evaluate`: `evaluate`, `baselines`, `eval_config`: what the trainer's monitor and
   `python -m jssl.eval` call.
+- `pictures`: the nearest-neighbour grid and the PCA / UMAP map of the eval features
+  (`python -m jssl.eval --pictures`); `recon_grid`: masked-modeling reconstructions.
 """
 
 from jssl.eval import evaluate, features, knn, linear_probe
