@@ -6,6 +6,9 @@ Linear(512, 2048, no bias)-BN-ReLU-Linear(2048, 256), NT-Xent at T = 0.2 over th
 (both views in one forward pass, so BN statistics span them), and a LARS step as
 `optax.lars`: `u = g + wd * w` (weights only), `u *= eta * ||w|| / ||u||` (weights only),
 `m = momentum * m + lr * u`, `w -= m`. float32, optionally channels_last.
+`arch='resnet50', stem='imagenet'` gives the `imagenet` preset's ResNet-50 (bottleneck blocks,
+stride on the 3x3 conv, 7x7/2 stem + max-pool) with its 2048-2048-128 projector; `amp=True`
+runs the forward in bfloat16 autocast (the GPU reference, with channels_last).
 
 torch is a benchmark-only dependency: jssl never imports it.
 
@@ -41,19 +44,50 @@ class BasicBlock(nn.Module):
     return F.relu((x if self.proj is None else self.proj(x)) + y)
 
 
-class ResNet18Cifar(nn.Module):
-  """ResNet-18 trunk with the CIFAR stem, global average pool -> [N, 512]."""
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand (x4), with a residual connection."""
 
-  def __init__(self, width=64):
+  def __init__(self, cin, width, stride):
     super().__init__()
-    self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                              nn.ReLU(inplace=True))
+    cout = 4 * width
+    self.body = nn.Sequential(
+        nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True), nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+    nn.init.zeros_(self.body[-1].weight)
+    self.proj = None
+    if stride != 1 or cin != cout:
+      self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+  def forward(self, x):
+    return F.relu((x if self.proj is None else self.proj(x)) + self.body(x))
+
+
+STAGES = {'resnet18': (2, 2, 2, 2), 'resnet50': (3, 4, 6, 3)}
+
+
+class ResNet18Cifar(nn.Module):
+  """ResNet trunk (default ResNet-18 with the CIFAR stem), global average pool -> [N, F]."""
+
+  def __init__(self, width=64, arch='resnet18', stem='cifar'):
+    super().__init__()
+    if stem == 'cifar':
+      self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
+                                nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    else:
+      self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False),
+                                nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                nn.MaxPool2d(3, 2, 1))
     blocks, cin = [], width
-    for i in range(4):
-      cout = width * 2**i
-      for j in range(2):
-        blocks.append(BasicBlock(cin, cout, 2 if i > 0 and j == 0 else 1))
-        cin = cout
+    for i, n in enumerate(STAGES[arch]):
+      for j in range(n):
+        stride = 2 if i > 0 and j == 0 else 1
+        if arch == 'resnet18':
+          blocks.append(BasicBlock(cin, width * 2**i, stride))
+          cin = width * 2**i
+        else:
+          blocks.append(Bottleneck(cin, width * 2**i, stride))
+          cin = 4 * width * 2**i
     self.blocks = nn.Sequential(*blocks)
     self.out_dim = cin
 
@@ -64,12 +98,14 @@ class ResNet18Cifar(nn.Module):
 class SimCLRNet(nn.Module):
   """Backbone + projector Linear-BN-ReLU-Linear."""
 
-  def __init__(self, hidden=2048, proj_dim=256):
+  def __init__(self, hidden=2048, proj_dim=256, arch='resnet18', stem='cifar'):
     super().__init__()
-    self.backbone = ResNet18Cifar()
-    self.projector = nn.Sequential(
-        nn.Linear(self.backbone.out_dim, hidden, bias=False), nn.BatchNorm1d(hidden),
-        nn.ReLU(inplace=True), nn.Linear(hidden, proj_dim))
+    self.backbone = ResNet18Cifar(arch=arch, stem=stem)
+    layers, cin = [], self.backbone.out_dim
+    for _ in range(1 if arch == 'resnet18' else 2):  # the imagenet preset: 2048-2048-128
+      layers += [nn.Linear(cin, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+      cin = hidden
+    self.projector = nn.Sequential(*layers, nn.Linear(cin, proj_dim))
 
   def forward(self, x):
     return self.projector(self.backbone(x))
@@ -123,11 +159,11 @@ def make_optimizer(model, lr):
 
 
 def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=False,
-              seed=0) -> dict:
+              seed=0, arch='resnet18', stem='cifar', amp=False) -> dict:
   """Mean wall time of one SimCLR training step on 2 x batch_size random views (CPU/GPU)."""
   torch.manual_seed(seed)
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  model = SimCLRNet().to(device)
+  model = SimCLRNet(proj_dim=256 if arch == 'resnet18' else 128, arch=arch, stem=stem).to(device)
   memory_format = torch.channels_last if channels_last else torch.contiguous_format
   model = model.to(memory_format=memory_format)
   opt = make_optimizer(model, lr=0.3 * batch_size / 256)
@@ -135,8 +171,9 @@ def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=Fa
   views = views.contiguous(memory_format=memory_format)
 
   def step():
-    z = model(views)
-    loss = nt_xent(z[:batch_size], z[batch_size:], temperature=0.2)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+      z = model(views)
+    loss = nt_xent(z[:batch_size].float(), z[batch_size:].float(), temperature=0.2)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -154,7 +191,8 @@ def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=Fa
   step_s = (time.perf_counter() - start) / max(steps, 1)
   return dict(step_ms=1000 * step_s, images_per_s=batch_size / step_s, loss=loss,
               batch_size=batch_size, image_size=image_size, steps=steps, warmup=warmup,
-              channels_last=channels_last, device=device, torch_version=torch.__version__,
+              channels_last=channels_last, arch=arch, amp=amp, device=device,
+              torch_version=torch.__version__,
               threads=torch.get_num_threads())
 
 
@@ -165,9 +203,12 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--channels_last', action='store_true')
+  parser.add_argument('--arch', default='resnet18', choices=sorted(STAGES))
+  parser.add_argument('--stem', default='cifar', choices=('cifar', 'imagenet'))
+  parser.add_argument('--amp', action='store_true')
   args = parser.parse_args()
   print(json.dumps(time_step(args.batch_size, args.image_size, args.steps, args.warmup,
-                             args.channels_last)))
+                             args.channels_last, arch=args.arch, stem=args.stem, amp=args.amp)))
 
 
 if __name__ == '__main__':

@@ -51,3 +51,28 @@ def test_lars_matches_optax():
   tx = optax.lars(0.5, weight_decay=1e-2, trust_coefficient=0.001, momentum=0.9)
   updates, _ = tx.update(g, tx.init(w), w)
   np.testing.assert_allclose(tw.detach().numpy(), w + np.asarray(updates), rtol=1e-5, atol=1e-7)
+
+
+def load_vit_reference():
+  path = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'torch_reference_vit.py'
+  spec = importlib.util.spec_from_file_location('torch_reference_vit', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_vit_reference_matches_jssl_positions_patches_and_runs():
+  """The MAE reference uses jssl's position embeddings and patch order, and its step runs."""
+  from jssl.models.pos_embed import sincos_2d  # pylint: disable=g-import-not-at-top
+  vit_ref = load_vit_reference()
+  np.testing.assert_allclose(vit_ref.sincos_2d(32, 4).numpy(),
+                             np.reshape(np.asarray(sincos_2d(32, 4, 4)), (16, 32)), atol=1e-6)
+  images = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+  model = vit_ref.MAE(image_size=8, patch=4, width=16, depth=1, heads=2, dec_width=8,
+                      dec_depth=1, dec_heads=2)
+  np.testing.assert_allclose(model.patchify(torch.from_numpy(images)).numpy(),
+                             np.asarray(losses.patchify(images.transpose(0, 2, 3, 1), 4)),
+                             atol=1e-7)
+  out = vit_ref.time_step(batch_size=4, image_size=8, patch=4, width=16, depth=1, heads=2,
+                          dec_width=8, dec_depth=1, dec_heads=2, steps=1, warmup=1)
+  assert out['finite'] and out['images_per_s'] > 0

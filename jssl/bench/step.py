@@ -7,8 +7,11 @@ Builds the method, optimizer and state of the config, puts one synthetic batch (
 the shapes of `method.input_spec()`, sharded on the mesh) on the devices, compiles the jitted
 step once (compile_s), runs `warmup` steps, then times `steps` steps one by one
 (block_until_ready) and reports the median. No data pipeline, no TensorFlow. With
-`--torch_reference` it also times benchmarks/torch_reference.py's plain-PyTorch step (ResNet-18
-SimCLR, the cifar10 preset) when torch is installed, and reports the speed ratio.
+`--torch_reference` it also times the plain-PyTorch step that matches the config, when torch is
+installed, and reports the speed ratio `jax_over_torch`: a SimCLR ResNet
+(benchmarks/torch_reference.py, ResNet-18 SimCLR; timed in both the contiguous and the
+channels-last layout, the faster one is the reference) or an MAE ViT
+(benchmarks/torch_reference_vit.py, with the config's encoder / decoder sizes and mask ratio).
 The last stdout line is one JSON object: images_per_s, step_ms, compile_s,
 step_gflops_per_image and achieved_tflops (XLA's FLOP count of the compiled step: model FLOPs
 for utilization on accelerators), peak_rss_mb, device_kind, device_count, ... (and torch_images_per_s, jax_over_torch).
@@ -31,8 +34,8 @@ from jssl.train import param_groups, runs, sharding
 from jssl.train import state as state_lib
 from jssl.train import step as step_lib
 
-_TORCH_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), 'benchmarks', 'torch_reference.py')
+_BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'benchmarks')
 
 
 def synthetic_batch(method, batch_size: int, mesh, seed: int = 0) -> dict:
@@ -105,23 +108,49 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   }
 
 
+def _load_reference(name: str):
+  path = os.path.join(_BENCHMARKS, f'{name}.py')
+  if not os.path.exists(path):
+    raise ImportError(f'{path} not found (the torch references live in the repository)')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def torch_reference(config, steps: int, warmup: int) -> dict:
-  """benchmarks/torch_reference.py's timing of the same step, or {'torch_error': why}."""
-  if not os.path.exists(_TORCH_REFERENCE):
-    return {'torch_error': f'{_TORCH_REFERENCE} not found'}
-  if config.method.name != 'simclr' or config.model.name != 'resnet18':
-    print('note: the torch reference is ResNet-18 SimCLR; this config differs',
-          file=sys.stderr)
+  """The matching plain-PyTorch step's timing (module docstring), or {'torch_error': why}."""
+  image_size = int(config.data.augment.get('image_size', None)
+                   or config.data.augment.get('global_size', None) or 32)
+  vit = str(config.model.name).startswith('vit')
   try:
-    spec = importlib.util.spec_from_file_location('torch_reference', _TORCH_REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_reference('torch_reference_vit' if vit else 'torch_reference')
   except ImportError as e:
     return {'torch_error': f'cannot import the torch reference: {e}'}
-  image_size = int(config.data.augment.get('image_size', 32))
-  out = module.time_step(batch_size=config.batch_size, image_size=image_size, steps=steps,
-                         warmup=warmup)
-  return {f'torch_{k}': v for k, v in out.items()}
+  if vit:
+    if config.method.name != 'mae':
+      return {'torch_error': f'the ViT torch reference is MAE; this config trains '
+                             f'{config.method.name}'}
+    from jssl import models  # pylint: disable=g-import-not-at-top
+    enc, m = models.from_config(config.model), config.method
+    out = module.time_step(batch_size=config.batch_size, image_size=image_size,
+                           patch=enc.patch_size, width=enc.width, depth=enc.depth,
+                           heads=enc.num_heads, dec_width=int(m.decoder_width),
+                           dec_depth=int(m.decoder_depth), dec_heads=int(m.decoder_num_heads),
+                           mask_ratio=float(m.mask_ratio),
+                           norm_pix_loss=bool(m.norm_pix_loss), steps=steps, warmup=warmup)
+    return {f'torch_{k}': v for k, v in out.items()}
+  if config.method.name != 'simclr' or config.model.name != 'resnet18':
+    print('note: the ResNet torch reference is ResNet-18 SimCLR; this config differs',
+          file=sys.stderr)
+  layouts = {cl: module.time_step(batch_size=config.batch_size, image_size=image_size,
+                                  steps=steps, warmup=warmup, channels_last=cl)
+             for cl in (False, True)}
+  best = min(layouts.values(), key=lambda r: r['step_ms'])
+  out = {f'torch_{k}': v for k, v in best.items()}
+  out['torch_contiguous_images_per_s'] = layouts[False]['images_per_s']
+  out['torch_channels_last_images_per_s'] = layouts[True]['images_per_s']
+  return out
 
 
 def run(argv) -> dict:
