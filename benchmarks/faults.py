@@ -5,9 +5,11 @@
 Runs a small SimCLR (the tiny preset shrunk to a 1-block ResNet of width 4 on 64 synthetic
 images, batch 16, a checkpoint every step so that many kills land during a checkpoint write)
 once without interruption, then `--trials` times: start the same command in a fresh workdir,
-SIGKILL it after a random delay (uniform over the uninterrupted run's wall time, so some kills
-land before the first step, some during saves, some near the end), rerun the same command to
-the end. A trial passes when the resumed run's loss at every logged step (the last record of
+SIGKILL it at a random moment, rerun the same command to the end. A fifth of the kills land
+during start-up (uniform before the uninterrupted run's first logged step); the others are timed
+from the trial's own first logged step, uniform over the uninterrupted run's training time, so
+they land between steps, during checkpoint writes and near the end whatever the machine's load.
+The step each rerun resumed from is read from its log. A trial passes when the resumed run's loss at every logged step (the last record of
 each step in metrics.jsonl) and its final step, parameters, batch statistics and method state
 are bitwise equal to the uninterrupted run's. Prints one JSON object: trials, equal,
 the kill times, the step each rerun resumed from, and what differed.
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -50,13 +53,27 @@ def env() -> dict:
   return e
 
 
-def run_to_end(workdir: str, steps: int) -> float:
+def wait_for_training(proc, workdir: str) -> bool:
+  """Waits until the run logs its first step (metrics.jsonl exists); False if it ended first."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  while not os.path.exists(path):
+    if proc.poll() is not None:
+      return False
+    time.sleep(0.02)
+  return True
+
+
+def run_to_end(workdir: str, steps: int) -> tuple:
+  """`(wall seconds, seconds to the first logged step, the step it resumed from)`."""
   t = time.time()
-  out = subprocess.run(command(workdir, steps), cwd=ROOT, env=env(), capture_output=True,
-                       text=True)
-  if out.returncode:
-    raise RuntimeError(f'{workdir}: exit {out.returncode}: {out.stderr[-2000:]}')
-  return time.time() - t
+  proc = subprocess.Popen(command(workdir, steps), cwd=ROOT, env=env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  first = time.time() - t if wait_for_training(proc, workdir) else float('nan')
+  _, err = proc.communicate()
+  if proc.returncode:
+    raise RuntimeError(f'{workdir}: exit {proc.returncode}: {err[-2000:]}')
+  resumed = re.search(r'resumed from step (\d+)', err)
+  return time.time() - t, first, int(resumed.group(1)) if resumed else 0
 
 
 def losses(workdir: str) -> dict:
@@ -90,25 +107,27 @@ def differences(a: dict, b: dict) -> list:
   return bad
 
 
-def trial(k: int, args, reference: dict, ref_losses: dict, wall: float) -> dict:
+def trial(k: int, args, reference: dict, ref_losses: dict, wall: float, first: float) -> dict:
   workdir = os.path.join(args.out, f'trial{k}')
   shutil.rmtree(workdir, ignore_errors=True)
-  delay = random.uniform(0.0, wall)
+  during_startup = random.random() < 0.2
+  delay = random.uniform(0.0, first) if during_startup else random.uniform(0.0, wall - first)
   proc = subprocess.Popen(command(workdir, args.steps), cwd=ROOT, env=env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  if not during_startup:
+    wait_for_training(proc, workdir)
   time.sleep(delay)
   killed = proc.poll() is None
   if killed:
     proc.send_signal(signal.SIGKILL)
   proc.wait()
-  ckpts = os.path.join(workdir, 'checkpoints')
-  saved = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
-  run_to_end(workdir, args.steps)
+  _, _, resumed = run_to_end(workdir, args.steps)
   got = losses(workdir)
   bad = [f'loss at step {s}' for s in ref_losses if got.get(s) != ref_losses[s]]
   bad += differences(final_arrays(workdir), reference)
-  return {'trial': k, 'killed_after_s': round(delay, 2), 'killed': killed,
-          'resumed_from': saved[-1] if saved else 0, 'equal': not bad, 'differs': bad[:10]}
+  return {'trial': k, 'killed': killed,
+          'killed_after_s': round(delay, 2), 'after': 'start' if during_startup else 'first step',
+          'resumed_from': resumed, 'equal': not bad, 'differs': bad[:10]}
 
 
 def main(argv=None) -> int:
@@ -122,11 +141,13 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   straight = os.path.join(args.out, 'uninterrupted')
   shutil.rmtree(straight, ignore_errors=True)
-  wall = run_to_end(straight, args.steps)
+  wall, first, _ = run_to_end(straight, args.steps)
   reference, ref_losses = final_arrays(straight), losses(straight)
-  results = [trial(k, args, reference, ref_losses, wall) for k in range(args.trials)]
+  results = [trial(k, args, reference, ref_losses, wall, first) for k in range(args.trials)]
   report = {'trials': args.trials, 'equal': sum(r['equal'] for r in results),
+            'resumed_from': sorted(r['resumed_from'] for r in results),
             'steps': args.steps, 'uninterrupted_wall_s': round(wall, 1),
+            'uninterrupted_first_step_s': round(first, 1),
             'comparison': 'bitwise: the loss at every logged step; the final step, params, '
                           'batch_stats and method_state',
             'results': results}

@@ -23,7 +23,8 @@ def load(method):
 
 
 METHOD_CONFIGS = ('simclr', 'byol', 'nnclr', 'mean_shift', 'moco_v2', 'moco_v3', 'simsiam', 'dino',
-                  'vicreg', 'barlow_twins', 'swav', 'mae', 'simmim', 'dvae', 'beit')
+                  'vicreg', 'barlow_twins', 'swav', 'mae', 'simmim', 'dvae', 'beit', 'ibot',
+                  'dinov2', 'ijepa')
 
 
 @pytest.mark.parametrize('method', METHOD_CONFIGS)

@@ -5,7 +5,8 @@
   dtype, conv_weight_grad ('auto': jssl.models.conv's per-tap kernel gradient on CPU, XLA's
   elsewhere; 'xla'; 'per_tap');
 - a ViT ('vit_*', jssl.models.vit.VIT_CONFIGS): patch_size, width / depth / num_heads (0: the
-  name's), pool, drop_path_rate, layerscale_init (0: none), num_registers (0: none), dtype,
+  name's), pool, class_token (default True), drop_path_rate, layerscale_init (0: none),
+  num_registers (0: none), dtype,
   attention_impl ('': XLA, 'cudnn'); `use_mask_token` for the masked-modeling methods (SimMIM, BEiT);
 - the dVAE tokenizer ('dvae'): vocab_size, hidden, num_down, blocks, dtype, conv_weight_grad.
 Every key it reads is listed here; `mean` / `std` (input normalization) are the methods'.
@@ -42,7 +43,9 @@ def from_config(model_cfg, use_mask_token: bool = False):
       if model_cfg.get(key, 0):
         arch[key] = int(model_cfg[key])
     return vit.ViT(**arch, patch_size=int(model_cfg.get('patch_size', 16)),
-                   pool=model_cfg.get('pool', 'cls'), use_mask_token=use_mask_token,
+                   pool=model_cfg.get('pool', 'cls'),
+                   class_token=bool(model_cfg.get('class_token', True)),
+                   use_mask_token=use_mask_token,
                    drop_path_rate=float(model_cfg.get('drop_path_rate', 0.0)),
                    layerscale_init=model_cfg.get('layerscale_init', 0.0) or None,
                    num_registers=int(model_cfg.get('num_registers', 0)), dtype=dtype, attention_impl=model_cfg.get('attention_impl', '') or None)
