@@ -131,3 +131,231 @@ def beit_mask(rng: jax.Array, batch_size: int, grid: Tuple[int, int] = (14, 14),
   init = (jnp.int32(0), jnp.zeros((batch_size,) + tuple(grid), jnp.int32), zeros, zeros)
   cond = lambda state: jnp.any(active(state[2], state[3]))
   return jax.lax.while_loop(cond, body, init)[1]
+
+
+# ---------------------------------------------------------------------------------------- I-JEPA
+# I-JEPA's multi-block masks (Assran et al., 2023). Per image, independently:
+# - `num_targets` target blocks: an area of `floor(L * s)` patches (at least 1) with s uniform in
+#   `target_scale`, an aspect ratio r = height / width uniform (not log-uniform, as I-JEPA's
+#   code) in `target_aspect`, `h = round(sqrt(area * r))`, `w = round(sqrt(area / r))` (clipped to
+#   the grid), the rectangle placed uniformly among all positions where it fits. Targets may
+#   overlap one another.
+# - one context block drawn the same way from `context_scale` / `context_aspect`, minus every
+#   target patch. If that leaves fewer than `min_context` patches, the context block is redrawn
+#   (size and place), up to IJEPA_CONTEXT_ATTEMPTS draws; if none keeps `min_context`, the context
+#   is the whole image minus the targets. The arguments are refused (ValueError) unless even the
+#   largest possible targets leave `min_context` patches outside them, so every context holds at
+#   least `min_context` patches and never a target patch.
+# Differences from I-JEPA's collator, which draws one block size per batch (its sequences must
+# have one length) and cuts every mask to the batch's smallest count: here sizes are per image and
+# nothing is cut (the masks are [B, L] booleans for the ViT's `token_mask`); scale and aspect are
+# two independent uniforms (the collator reuses one for both); a block may touch the last row and
+# column, and the context block may cover the whole grid.
+
+# Context draws per image before the fallback to the whole image minus the targets.
+IJEPA_CONTEXT_ATTEMPTS = 20
+
+
+def _ijepa_range(name: str, value, upper=None) -> Tuple[float, float]:
+  lo, hi = (float(v) for v in value)
+  if not 0 < lo <= hi or (upper is not None and hi > upper):
+    raise ValueError(f'ijepa_masks: {name} must be (lo, hi) with 0 < lo <= hi'
+                     f'{f" <= {upper}" if upper is not None else ""}, got {tuple(value)}')
+  return lo, hi
+
+
+def _ijepa_hw(area: int, ratio: float, rows: int, cols: int) -> Tuple[int, int]:
+  return (min(max(round(math.sqrt(area * ratio)), 1), rows),
+          min(max(round(math.sqrt(area / ratio)), 1), cols))
+
+
+def ijepa_block_hw(grid: Tuple[int, int], scale: Tuple[float, float],
+                   aspect: Tuple[float, float], u_scale: float, u_aspect: float) -> Tuple[int, int]:
+  """The `(h, w)` of a block for uniforms `u_scale`, `u_aspect` in [0, 1) (the rule above, in
+  Python floats)."""
+  rows, cols = grid
+  area = max(math.floor(rows * cols * (scale[0] + (scale[1] - scale[0]) * u_scale)), 1)
+  return _ijepa_hw(area, aspect[0] + (aspect[1] - aspect[0]) * u_aspect, rows, cols)
+
+
+def ijepa_max_block_area(grid: Tuple[int, int], scale: Tuple[float, float],
+                         aspect: Tuple[float, float]) -> int:
+  """The largest `h * w` a block of `scale` / `aspect` can have on `grid`: for every area, h and
+  w are step functions of the ratio, evaluated at the range's ends, at every step and between
+  steps (so float32 rounding at a step is covered either way)."""
+  rows, cols = grid
+  best = 0
+  for area in range(max(math.floor(rows * cols * scale[0]), 1),
+                    max(math.floor(rows * cols * scale[1] + 1e-6), 1) + 1):
+    points = {aspect[0], aspect[1]}
+    for k in range(rows + cols + 1):  # where sqrt(area * r) or sqrt(area / r) is k + 1/2
+      points.update(r for r in ((k + 0.5)**2 / area, area / (k + 0.5)**2)
+                    if aspect[0] < r < aspect[1])
+    points = sorted(points)
+    points += [(a + b) / 2 for a, b in zip(points, points[1:])]
+    best = max(best, max(h * w for h, w in (_ijepa_hw(area, r, rows, cols) for r in points)))
+  return best
+
+
+def ijepa_check(grid: Tuple[int, int], num_targets: int, target_scale, target_aspect,
+                context_scale, context_aspect, min_context: int) -> tuple:
+  """Validates the arguments of `ijepa_masks` (both versions); returns the four ranges."""
+  rows, cols = (int(g) for g in grid)
+  if rows < 1 or cols < 1:
+    raise ValueError(f'ijepa_masks: grid must be positive, got {tuple(grid)}')
+  if int(num_targets) < 1:
+    raise ValueError(f'ijepa_masks: num_targets must be >= 1, got {num_targets}')
+  if int(min_context) < 1:
+    raise ValueError(f'ijepa_masks: min_context must be >= 1, got {min_context}')
+  ranges = (_ijepa_range('target_scale', target_scale, 1.0),
+            _ijepa_range('target_aspect', target_aspect),
+            _ijepa_range('context_scale', context_scale, 1.0),
+            _ijepa_range('context_aspect', context_aspect))
+  largest = ijepa_max_block_area((rows, cols), ranges[0], ranges[1])
+  if rows * cols - num_targets * largest < min_context:
+    raise ValueError(
+        f'ijepa_masks: {num_targets} target blocks of up to {largest} patches may cover all but '
+        f'{max(rows * cols - num_targets * largest, 0)} of the {rows}x{cols} grid, fewer than '
+        f'min_context={min_context}: lower num_targets, target_scale or min_context')
+  return ranges
+
+
+def _ijepa_blocks(u: jax.Array, grid: Tuple[int, int], scale, aspect) -> jax.Array:
+  """Uniforms `[..., 4]` (scale, aspect, top, left) -> rectangles `[..., L]` bool."""
+  rows, cols = grid
+  area = jnp.maximum(jnp.floor(rows * cols * (scale[0] + (scale[1] - scale[0]) * u[..., 0])), 1)
+  ratio = aspect[0] + (aspect[1] - aspect[0]) * u[..., 1]
+  h = jnp.clip(jnp.round(jnp.sqrt(area * ratio)), 1, rows).astype(jnp.int32)
+  w = jnp.clip(jnp.round(jnp.sqrt(area / ratio)), 1, cols).astype(jnp.int32)
+  top = jnp.minimum(jnp.floor(u[..., 2] * (rows - h + 1)).astype(jnp.int32), rows - h)
+  left = jnp.minimum(jnp.floor(u[..., 3] * (cols - w + 1)).astype(jnp.int32), cols - w)
+  r_idx, c_idx = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
+  e = lambda v: v[..., None, None]
+  block = ((r_idx >= e(top)) & (r_idx < e(top + h)) & (c_idx >= e(left)) & (c_idx < e(left + w)))
+  return jnp.reshape(block, u.shape[:-1] + (rows * cols,))
+
+
+def ijepa_masks(rng: jax.Array, batch_size: int, grid: Tuple[int, int], *, num_targets: int = 4,
+                target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0),
+                context_aspect=(1.0, 1.0), min_context: int = 10):
+  """I-JEPA's context and target blocks for a batch (the algorithm in the comment above).
+
+  Args:
+    rng: a JAX PRNG key; batch_size: B; grid: `(rows, cols)` of the patch grid (L = rows * cols).
+    num_targets: target blocks per image; target_scale / context_scale: area fractions of the
+      grid; target_aspect / context_aspect: height / width ranges; min_context: the fewest
+      context patches an image may get.
+
+  Returns:
+    context: bool `[B, L]`, True on the context patches (the encoder's `token_mask`);
+    targets: bool `[B, num_targets, L]`, True on each target block's patches; disjoint from
+      context. Patches in row-major order (`losses.patchify`'s).
+  """
+  ts, ta, cs, ca = ijepa_check(grid, num_targets, target_scale, target_aspect, context_scale,
+                               context_aspect, min_context)
+  grid = (int(grid[0]), int(grid[1]))
+  t_rng, c_rng = jax.random.split(rng)
+  targets = _ijepa_blocks(jax.random.uniform(t_rng, (batch_size, num_targets, 4)), grid, ts, ta)
+  free = ~jnp.any(targets, axis=1)  # [B, L]
+  draws = _ijepa_blocks(jax.random.uniform(c_rng, (batch_size, IJEPA_CONTEXT_ATTEMPTS, 4)), grid,
+                        cs, ca) & free[:, None]
+  ok = jnp.sum(draws, axis=-1) >= min_context  # [B, A]
+  first = jnp.argmax(ok, axis=1)  # the first draw that keeps enough (0 when none does)
+  chosen = jnp.take_along_axis(draws, first[:, None, None], axis=1)[:, 0]
+  context = jnp.where(jnp.any(ok, axis=1)[:, None], chosen, free)
+  return context, targets
+
+
+# ------------------------------------------------------------------------------------------ iBOT
+
+
+def ibot_check(pred_ratio: float, pred_ratio_var: float, mask_probability: float) -> None:
+  """Raises ValueError unless 0 <= var <= ratio, ratio + var <= 1 and 0 <= probability <= 1."""
+  if not 0.0 <= pred_ratio_var <= pred_ratio or pred_ratio + pred_ratio_var > 1.0:
+    raise ValueError(f'iBOT masks need 0 <= pred_ratio_var <= pred_ratio and pred_ratio + '
+                     f'pred_ratio_var <= 1, got pred_ratio={pred_ratio}, '
+                     f'pred_ratio_var={pred_ratio_var}')
+  if not 0.0 <= mask_probability <= 1.0:
+    raise ValueError(f'iBOT masks need mask_probability in [0, 1], got {mask_probability}')
+
+
+def ibot_min_block(grid: Tuple[int, int]) -> int:
+  """iBOT's smallest block area: `(min(rows, cols) // 3) ** 2` (16 on 14 x 14, 4 on 8 x 8)."""
+  return max((min(grid) // 3) ** 2, 1)
+
+
+def ibot_pred_ratios(rng: jax.Array, batch_size: int, pred_ratio: float = 0.3,
+                     pred_ratio_var: float = 0.2, mask_probability: float = 0.5) -> jax.Array:
+  """Per-image prediction ratios, float32 `[B]`: with probability `mask_probability` uniform in
+  `[pred_ratio - pred_ratio_var, pred_ratio + pred_ratio_var]`, otherwise 0 (no mask)."""
+  ibot_check(pred_ratio, pred_ratio_var, mask_probability)
+  u_ratio, u_on = jax.random.split(rng)
+  r = pred_ratio + pred_ratio_var * (2.0 * jax.random.uniform(u_ratio, (batch_size,)) - 1.0)
+  on = jax.random.uniform(u_on, (batch_size,)) < mask_probability
+  return jnp.where(on, r, 0.0).astype(jnp.float32)
+
+
+def ibot_mask(rng: jax.Array, batch_size: int, grid: Tuple[int, int] = (14, 14),
+              pred_ratio: float = 0.3, pred_ratio_var: float = 0.2,
+              mask_probability: float = 0.5, min_num_patches: Optional[int] = None,
+              min_aspect: float = 0.3, max_aspect: Optional[float] = None) -> jax.Array:
+  """iBOT's block-wise masks (Zhou et al., 2022), each image with its own prediction ratio.
+
+  Image b gets `r_b = ibot_pred_ratios(...)` and the budget `t_b = r_b * rows * cols` patches
+  (a float, as iBOT's `pred_ratio * H * W`). Then BEiT's block loop (`beit_mask`), per image:
+  draw a block area uniform between `min_num_patches` and the remaining budget `t_b - masked`,
+  a log-uniform aspect in [min_aspect, max_aspect], round its sides, place it uniformly when it
+  fits (sides < rows, cols), keep it if it adds between 1 and the remaining budget of new
+  patches; stop when no budget is left or after `BEIT_ATTEMPTS` failed draws in a row. So an
+  image masks at most `floor(t_b)` patches and nearly always close to it; `r_b = 0` leaves it
+  unmasked. There is no per-block cap (iBOT has none).
+
+  iBOT's ViT recipes (`--pred_ratio 0 0.3 --pred_ratio_var 0 0.2`) are mask_probability 0.5,
+  pred_ratio 0.3, pred_ratio_var 0.2: half the images unmasked, the others r ~ U[0.1, 0.5].
+
+  Args:
+    min_num_patches: smallest block area; None: iBOT's `ibot_min_block(grid)`.
+    max_aspect: None: 1 / min_aspect.
+
+  Returns:
+    int32 [B, rows, cols], 1 = masked.
+  """
+  rows, cols = grid
+  ratio_rng, block_rng = jax.random.split(rng)
+  target = ibot_pred_ratios(ratio_rng, batch_size, pred_ratio, pred_ratio_var,
+                            mask_probability) * float(rows * cols)
+  low = float(ibot_min_block(grid) if min_num_patches is None else min_num_patches)
+  log_lo = math.log(min_aspect)
+  log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
+  r_idx = jnp.arange(rows)[None, :, None]
+  c_idx = jnp.arange(cols)[None, None, :]
+
+  limit = jnp.floor(target).astype(jnp.int32)  # the most an image can mask
+
+  def active(count, fails):
+    return (count < limit) & (fails < BEIT_ATTEMPTS)
+
+  def body(state):
+    step, mask, count, fails = state
+    u = jax.random.uniform(jax.random.fold_in(block_rng, step), (batch_size, 4))
+    budget = target - count.astype(jnp.float32)
+    area = low + (budget - low) * u[:, 0]
+    aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+    w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+    top = jnp.floor(u[:, 2] * (rows - h + 1)).astype(jnp.int32)
+    left = jnp.floor(u[:, 3] * (cols - w + 1)).astype(jnp.int32)
+    span = lambda v: v[:, None, None]
+    block = ((r_idx >= span(top)) & (r_idx < span(top + h)) &
+             (c_idx >= span(left)) & (c_idx < span(left + w)))
+    new = jnp.sum(block & (mask == 0), axis=(1, 2)).astype(jnp.int32)
+    ok = (active(count, fails) & (h < rows) & (w < cols) & (new > 0) &
+          (new.astype(jnp.float32) <= budget))
+    mask = jnp.where(span(ok) & block, 1, mask)
+    fails = jnp.where(ok, 0, fails + 1)
+    return step + 1, mask, count + jnp.where(ok, new, 0), fails
+
+  zeros = jnp.zeros((batch_size,), jnp.int32)
+  init = (jnp.int32(0), jnp.zeros((batch_size,) + tuple(grid), jnp.int32), zeros, zeros)
+  cond = lambda state: jnp.any(active(state[2], state[3]))
+  return jax.lax.while_loop(cond, body, init)[1]

@@ -72,3 +72,90 @@ def beit_mask(seed: tf.Tensor, grid: Tuple[int, int] = (14, 14),
   init = (tf.constant(0, tf.int32), tf.zeros(grid, tf.int32), tf.constant(0, tf.int32),
           tf.constant(0, tf.int32))
   return tf.while_loop(cond, body, init)[1]
+
+
+def ijepa_masks(seed: tf.Tensor, grid: Tuple[int, int], *, num_targets: int = 4,
+                target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0),
+                context_aspect=(1.0, 1.0), min_context: int = 10):
+  """I-JEPA's context and target blocks for one image from a stateless seed (shape [2]); the
+  algorithm and arguments of `masks.ijepa_masks` (same arguments refused).
+
+  Returns:
+    context: bool `[L]`; targets: bool `[num_targets, L]`, disjoint from context.
+  """
+  ts, ta, cs, ca = masks.ijepa_check(grid, num_targets, target_scale, target_aspect,
+                                     context_scale, context_aspect, min_context)
+  rows, cols = int(grid[0]), int(grid[1])
+  r_idx, c_idx = tf.range(rows)[:, None], tf.range(cols)[None, :]
+
+  def blocks(u, scale, aspect):  # [K, 4] uniforms -> [K, L] bool rectangles
+    area = tf.maximum(tf.floor(rows * cols * (scale[0] + (scale[1] - scale[0]) * u[:, 0])), 1.0)
+    ratio = aspect[0] + (aspect[1] - aspect[0]) * u[:, 1]
+    h = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(area * ratio)), 1, rows), tf.int32)
+    w = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(area / ratio)), 1, cols), tf.int32)
+    top = tf.minimum(tf.cast(tf.floor(u[:, 2] * tf.cast(rows - h + 1, tf.float32)), tf.int32),
+                     rows - h)
+    left = tf.minimum(tf.cast(tf.floor(u[:, 3] * tf.cast(cols - w + 1, tf.float32)), tf.int32),
+                      cols - w)
+    e = lambda v: v[:, None, None]
+    block = ((r_idx >= e(top)) & (r_idx < e(top + h)) & (c_idx >= e(left)) &
+             (c_idx < e(left + w)))
+    return tf.reshape(block, [-1, rows * cols])
+
+  fold = tf.random.experimental.stateless_fold_in
+  targets = blocks(_uniform(fold(seed, 0), [num_targets, 4]), ts, ta)
+  free = ~tf.reduce_any(targets, axis=0)  # [L]
+  draws = blocks(_uniform(fold(seed, 1), [masks.IJEPA_CONTEXT_ATTEMPTS, 4]), cs, ca) & free
+  ok = tf.reduce_sum(tf.cast(draws, tf.int32), axis=1) >= min_context  # [A]
+  chosen = tf.gather(draws, tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32))
+  context = tf.where(tf.reduce_any(ok), chosen, free)
+  return context, targets
+
+
+def ibot_mask(seed: tf.Tensor, grid: Tuple[int, int] = (14, 14), pred_ratio: float = 0.3,
+              pred_ratio_var: float = 0.2, mask_probability: float = 0.5,
+              min_num_patches: Optional[int] = None, min_aspect: float = 0.3,
+              max_aspect: Optional[float] = None) -> tf.Tensor:
+  """iBOT's block-wise mask for one image from a stateless seed; see `masks.ibot_mask` (the same
+  prediction-ratio draw and block loop).
+
+  Returns:
+    int32 [rows, cols]: all zeros with probability 1 - mask_probability, else at most
+    `floor(r * rows * cols)` patches set, r uniform in pred_ratio -/+ pred_ratio_var.
+  """
+  masks.ibot_check(pred_ratio, pred_ratio_var, mask_probability)
+  rows, cols = grid
+  ratio_seed, block_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  u = _uniform(ratio_seed, [2])
+  ratio = pred_ratio + pred_ratio_var * (2.0 * u[0] - 1.0)
+  target = tf.where(u[1] < mask_probability, ratio, 0.0) * float(rows * cols)
+  limit = tf.cast(tf.floor(target), tf.int32)
+  low = float(masks.ibot_min_block(grid) if min_num_patches is None else min_num_patches)
+  log_lo = math.log(min_aspect)
+  log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
+  r_idx = tf.range(rows)[:, None]
+  c_idx = tf.range(cols)[None, :]
+
+  def cond(step, mask, count, fails):
+    del step, mask
+    return (count < limit) & (fails < masks.BEIT_ATTEMPTS)
+
+  def body(step, mask, count, fails):
+    # One draw per attempt: area, aspect, top, left.
+    v = _uniform(tf.random.experimental.stateless_fold_in(block_seed, step), [4])
+    budget = target - tf.cast(count, tf.float32)
+    area = low + (budget - low) * v[0]
+    aspect = tf.exp(log_lo + (log_hi - log_lo) * v[1])
+    h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    top = tf.cast(tf.floor(v[2] * tf.cast(rows - h + 1, tf.float32)), tf.int32)
+    left = tf.cast(tf.floor(v[3] * tf.cast(cols - w + 1, tf.float32)), tf.int32)
+    block = (r_idx >= top) & (r_idx < top + h) & (c_idx >= left) & (c_idx < left + w)
+    new = tf.reduce_sum(tf.cast(block & (mask == 0), tf.int32))
+    ok = (h < rows) & (w < cols) & (new > 0) & (tf.cast(new, tf.float32) <= budget)
+    mask = tf.where(ok & block, 1, mask)
+    return step + 1, mask, count + tf.where(ok, new, 0), tf.where(ok, 0, fails + 1)
+
+  init = (tf.constant(0, tf.int32), tf.zeros(grid, tf.int32), tf.constant(0, tf.int32),
+          tf.constant(0, tf.int32))
+  return tf.while_loop(cond, body, init)[1]

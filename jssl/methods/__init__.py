@@ -10,6 +10,8 @@ Adding a method is one method file, one entry here, one config and one test file
 
 from jssl.methods import barlow_twins, beit, byol, dino, dvae, mae, mean_shift, moco_v2, moco_v3
 from jssl.methods import nnclr, simclr, simmim, simsiam, swav, vicreg
+from jssl.methods import ijepa
+from jssl.methods import dinov2, ibot
 from jssl.methods.base import CIFAR10_MEAN, CIFAR10_STD, Method
 from jssl.methods.byol import BYOL
 from jssl.methods.simclr import SimCLR
@@ -19,6 +21,8 @@ REGISTRY = {
     'mean_shift': mean_shift, 'byol': byol, 'simsiam': simsiam, 'dino': dino, 'vicreg': vicreg,
     'barlow_twins': barlow_twins, 'swav': swav, 'mae': mae, 'simmim': simmim, 'dvae': dvae,
     'beit': beit,
+    'ijepa': ijepa,
+    'ibot': ibot, 'dinov2': dinov2,
 }
 
 
