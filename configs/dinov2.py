@@ -8,7 +8,10 @@ temperature for [CLS] and patches, the patch centre (with 'centre') over the mas
 - tiny (the default): ibot:tiny's ViT (width 64, depth 2, 4 heads, patch 4) with LayerScale
   1e-5 and drop path 0.1, on the embedded 10k/2k CIFAR-10 subset, 2 x 32 px + 2 x 16 px crops,
   two heads 256-256-64 -> K = K_p = 256, Sinkhorn targets, batch 128, 4 epochs (312 steps),
-  AdamW lr 5e-4 * bs / 256: a few CPU minutes.
+  AdamW lr 5e-4 * bs / 256: a few CPU minutes. Measured for 2 epochs (tests/tiny_run.py, 2
+  busy cores): kNN top-1 34.2% on the embedded test images (31.3% at ibot:tiny's lr 1e-3);
+  the network at random init reads 12.4%, as LayerScale 1e-5 leaves its [CLS] token nearly the
+  same for every image.
     python -m jssl.main --config configs/dinov2.py --workdir runs/dinov2-tiny
 - cifar10_cpu: ibot:cifar10_cpu (900 steps of batch 256, two 24 px crops, ViT 96 wide, 4 deep,
   3 heads, patch 4) with two heads 256-256-64 -> K = K_p = 512, Sinkhorn targets, constant
@@ -53,6 +56,8 @@ def get_config(arg=None):
   c.model.update(layerscale_init=1e-5, num_registers=0)
   if preset == 'tiny':
     c.model.drop_path_rate = 0.1
+    # 2 epochs: kNN 34.2% at lr 5e-4 (iBOT's rate), 31.3% at ibot:tiny's 1e-3.
+    c.optim.lr = 5e-4
   elif preset == 'cifar10_cpu':
     pass  # ibot:cifar10_cpu's sizes and constant temperatures
   elif preset == 'cifar10':

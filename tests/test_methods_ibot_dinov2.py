@@ -585,5 +585,5 @@ def test_tiny_preset_three_jitted_steps(name):
 def test_tiny_run_learns_without_collapse(name, tmp_path):
   """The tiny preset for 2 epochs on the embedded CIFAR-10 subset: features that do not collapse
   and a kNN top-1 2 points over the network at random init (measured: iBOT 33.4% against
-  29.6%)."""
+  29.6%, DINOv2 34.2% against 12.4%)."""
   tiny_run.assert_learns_without_collapse(get_config(name), tmp_path)
