@@ -5,7 +5,9 @@ Convention: 1 = masked (hidden from the encoder / to be predicted), 0 = visible.
 - `simmim_mask`: SimMIM's random mask on a coarse grid, upsampled to the patch grid
   (Xie et al., 2022; their `MaskGenerator`).
 - `beit_mask`: BEiT's block-wise mask (Bao et al., 2022; their `MaskingGenerator`).
-All three take a batch size and return a batch.
+- `ibot_mask`: iBOT's block-wise masks with a per-image prediction ratio (Zhou et al., 2022).
+- `ijepa_masks`: I-JEPA's context block and target blocks (Assran et al., 2023).
+All take a batch size and return a batch.
 The host (tf.data) versions with the same algorithms are in `masks_tf`.
 """
 

@@ -1,5 +1,5 @@
-"""Host (tf.data) versions of the SimMIM and BEiT masks: the algorithms of `masks`, in TF graph
-ops driven by a stateless seed, so a mask is a pure function of its seed.
+"""Host (tf.data) versions of the SimMIM, BEiT, iBOT and I-JEPA masks: the algorithms of `masks`,
+in TF graph ops driven by a stateless seed, so a mask is a pure function of its seed.
 
 They run inside `tf.data.Dataset.map` with no Python callback (no GIL, no numpy_function).
 Same convention as `masks`: int32, 1 = masked.

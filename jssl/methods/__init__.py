@@ -8,10 +8,8 @@ Adding a method is one method file, one entry here, one config and one test file
 (docs/adding_a_method.md).
 """
 
-from jssl.methods import barlow_twins, beit, byol, dino, dvae, mae, mean_shift, moco_v2, moco_v3
-from jssl.methods import nnclr, simclr, simmim, simsiam, swav, vicreg
-from jssl.methods import ijepa
-from jssl.methods import dinov2, ibot
+from jssl.methods import barlow_twins, beit, byol, dino, dinov2, dvae, ibot, ijepa, mae
+from jssl.methods import mean_shift, moco_v2, moco_v3, nnclr, simclr, simmim, simsiam, swav, vicreg
 from jssl.methods.base import CIFAR10_MEAN, CIFAR10_STD, Method
 from jssl.methods.byol import BYOL
 from jssl.methods.simclr import SimCLR
@@ -20,9 +18,7 @@ REGISTRY = {
     'simclr': simclr, 'nnclr': nnclr, 'moco_v2': moco_v2, 'moco_v3': moco_v3,
     'mean_shift': mean_shift, 'byol': byol, 'simsiam': simsiam, 'dino': dino, 'vicreg': vicreg,
     'barlow_twins': barlow_twins, 'swav': swav, 'mae': mae, 'simmim': simmim, 'dvae': dvae,
-    'beit': beit,
-    'ijepa': ijepa,
-    'ibot': ibot, 'dinov2': dinov2,
+    'beit': beit, 'ibot': ibot, 'dinov2': dinov2, 'ijepa': ijepa,
 }
 
 
