@@ -77,6 +77,7 @@ def test_embeds_a_class_folder_skipping_the_corrupt_file(run, tmp_path):
   assert any(os.path.join(root, *CORRUPT) in l for l in lines)
 
 
+@pytest.mark.slow  # kept out of the default suite for its time
 def test_flat_folder_has_no_labels(run, tmp_path):
   root = str(tmp_path / 'flat')
   os.makedirs(root)

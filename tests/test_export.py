@@ -264,6 +264,7 @@ def test_backbone_is_params_not_the_teacher():
     export_cli.backbone_variables({'params': {'other': {}}})
 
 
+@pytest.mark.slow  # kept out of the default suite for its time
 def test_dvae_encoder_is_msgpack_only(tmp_path):
   module = dvae.DVAEEncoder(vocab_size=8, hidden=4, num_down=1, blocks=1)
   arch = {'name': 'dvae', 'vocab_size': 8, 'hidden': 4, 'num_down': 1, 'blocks': 1,

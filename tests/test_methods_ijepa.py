@@ -122,6 +122,7 @@ def test_predictor_checks_shapes():
 
 # ------------------------------------------------------------------------- the method's parts
 
+@pytest.mark.slow  # kept out of the default suite for its time
 def test_end_to_end_predictions_ignore_pixels_outside_context_and_block():
   method, params, _ = built()
   x = np.asarray(method.normalize(images(2)))
