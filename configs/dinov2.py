@@ -13,7 +13,7 @@ temperature for [CLS] and patches, the patch centre (with 'centre') over the mas
   the network at random init reads 12.4%, as LayerScale 1e-5 leaves its [CLS] token nearly the
   same for every image.
     python -m jssl.main --config configs/dinov2.py --workdir runs/dinov2-tiny
-- cifar10_cpu: ibot:cifar10_cpu (900 steps of batch 256, two 24 px crops, ViT 96 wide, 4 deep,
+- cifar10_cpu: ibot:cifar10_cpu (1200 steps of batch 256, two 24 px crops, ViT 96 wide, 4 deep,
   3 heads, patch 4) with two heads 256-256-64 -> K = K_p = 512, Sinkhorn targets, constant
   teacher temperature 0.04, KoLeo 0.1, LayerScale 1e-5 and no drop path. The patch head sees
   the same rows as ibot's shared head: a step costs the same as ibot:cifar10_cpu's (measured).
