@@ -41,6 +41,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOINT_EMBEDDING = ('simclr', 'byol', 'nnclr', 'moco_v2', 'moco_v3', 'mean_shift', 'simsiam',
                    'dino', 'vicreg', 'barlow_twins', 'swav')
+# The ViT methods that predict masked or hidden patches as well: their own rows, same protocol.
+PATCH_PREDICTION = ('ibot', 'dinov2', 'ijepa')
+METHODS = JOINT_EMBEDDING + PATCH_PREDICTION
 IDLE_CORES = 0.1  # other processes' mean CPU use above which a run is marked busy
 
 
@@ -123,7 +126,7 @@ def baselines(out: str, workdir: str) -> dict:
 def finished_runs(out: str) -> dict:
   """{method: [result of each finished seed]} of every run under OUT, in table order."""
   rows = {}
-  for method in JOINT_EMBEDDING:
+  for method in METHODS:
     folder = os.path.join(out, method)
     if not os.path.isdir(folder):
       continue
@@ -243,10 +246,10 @@ def main(argv):
   for split in ('train', 'test'):
     if not os.path.isdir(os.path.join(args.data, split)):
       parser.error(f'--data {args.data}: no {split}/ folder')
-  names = JOINT_EMBEDDING if args.methods == 'all' else tuple(args.methods.split(','))
+  names = METHODS if args.methods == 'all' else tuple(args.methods.split(','))
   for name in names:
-    if name not in JOINT_EMBEDDING:
-      parser.error(f'--methods: unknown method {name!r}; choose from {",".join(JOINT_EMBEDDING)}')
+    if name not in METHODS:
+      parser.error(f'--methods: unknown method {name!r}; choose from {",".join(METHODS)}')
   out = os.path.join(args.out, f'holdout-{args.holdout}') if args.holdout else args.out
   data = holdout_folder(args.data, args.out, args.holdout) if args.holdout else args.data
   for name in names:

@@ -74,13 +74,17 @@ def test_holdout_folder_keeps_classes_and_never_overlaps(tmp_path):
   assert table_lib.holdout_folder(str(tmp_path / 'data'), str(tmp_path / 'out'), 4) == folder
 
 
-@pytest.mark.parametrize('method', table_lib.JOINT_EMBEDDING)
-def test_every_joint_embedding_method_has_a_cifar10_cpu_preset(method):
+@pytest.mark.parametrize('method', table_lib.METHODS)
+def test_every_method_of_the_table_has_a_cifar10_cpu_preset(method):
   spec = importlib.util.spec_from_file_location(f'cfg_{method}', ROOT / 'configs' / f'{method}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config('cifar10_cpu')
-  assert c.model.name == 'resnet_tiny' and c.model.width == 16 and c.batch_size == 256
+  if method in table_lib.JOINT_EMBEDDING:
+    assert c.model.name == 'resnet_tiny' and c.model.width == 16
+  else:
+    assert c.model.name.startswith('vit')
+  assert c.batch_size == 256
   assert c.total_steps > 0 and c.eval.at_start and c.eval.max_train_examples == 0
   from jssl.train.validate import validate  # pylint: disable=g-import-not-at-top
   validate(c)

@@ -60,8 +60,12 @@ class Checkpointer:
       return False
     if step in self.manager.all_steps():
       return False
+    # One process holds every shard: hand orbax host copies. Orbax's own device-to-host path
+    # compiles a transfer per array shape the first time (about 10 s for a small network over 8
+    # devices); several processes must each write their own shards of the device arrays.
+    payload = jax.device_get(state) if jax.process_count() == 1 else state
     try:
-      return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      return self.manager.save(step, args=ocp.args.StandardSave(payload), force=True)
     except Exception as e:  # noqa: BLE001 (orbax / tensorstore / the OS: any write failure)
       raise self._failed(f'the checkpoint of step {step}', e) from e
 
