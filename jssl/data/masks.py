@@ -99,22 +99,32 @@ def beit_mask(rng: jax.Array, batch_size: int, grid: Tuple[int, int] = (14, 14),
   Returns:
     int32 [B, rows, cols], 1 = masked.
   """
+  target = jnp.full((batch_size,), float(num_masking_patches), jnp.float32)
+  return _block_masks(rng, grid, target, float(max_num_patches or num_masking_patches),
+                      float(min_num_patches), min_aspect, max_aspect)
+
+
+def _block_masks(rng: jax.Array, grid: Tuple[int, int], target: jax.Array, cap: float,
+                 low: float, min_aspect: float, max_aspect: Optional[float]) -> jax.Array:
+  """BEiT's block loop for a batch, image b masking at most `floor(target[b])` patches (see
+  `beit_mask`; `cap`: the per-block area cap, `low`: the smallest block area). int32 [B, r, c]."""
   rows, cols = grid
-  cap = max_num_patches or num_masking_patches
+  batch_size = target.shape[0]
   log_lo = math.log(min_aspect)
   log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
   r_idx = jnp.arange(rows)[None, :, None]
   c_idx = jnp.arange(cols)[None, None, :]
+  limit = jnp.floor(target).astype(jnp.int32)
 
   def active(count, fails):
-    return (count < num_masking_patches) & (fails < BEIT_ATTEMPTS)
+    return (count < limit) & (fails < BEIT_ATTEMPTS)
 
   def body(state):
     step, mask, count, fails = state
     # One draw per example and attempt: area, aspect, top, left.
     u = jax.random.uniform(jax.random.fold_in(rng, step), (batch_size, 4))
-    budget = jnp.minimum(num_masking_patches - count, cap).astype(jnp.float32)
-    area = min_num_patches + (budget - min_num_patches) * u[:, 0]
+    budget = jnp.minimum(target - count.astype(jnp.float32), cap)
+    area = low + (budget - low) * u[:, 0]
     aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[:, 1])
     h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
     w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
@@ -124,7 +134,8 @@ def beit_mask(rng: jax.Array, batch_size: int, grid: Tuple[int, int] = (14, 14),
     block = ((r_idx >= span(top)) & (r_idx < span(top + h)) &
              (c_idx >= span(left)) & (c_idx < span(left + w)))
     new = jnp.sum(block & (mask == 0), axis=(1, 2)).astype(jnp.int32)
-    ok = active(count, fails) & (h < rows) & (w < cols) & (new > 0) & (new <= budget)
+    ok = (active(count, fails) & (h < rows) & (w < cols) & (new > 0) &
+          (new.astype(jnp.float32) <= budget))
     mask = jnp.where(span(ok) & block, 1, mask)
     fails = jnp.where(ok, 0, fails + 1)
     return step + 1, mask, count + jnp.where(ok, new, 0), fails
@@ -327,37 +338,4 @@ def ibot_mask(rng: jax.Array, batch_size: int, grid: Tuple[int, int] = (14, 14),
   target = ibot_pred_ratios(ratio_rng, batch_size, pred_ratio, pred_ratio_var,
                             mask_probability) * float(rows * cols)
   low = float(ibot_min_block(grid) if min_num_patches is None else min_num_patches)
-  log_lo = math.log(min_aspect)
-  log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
-  r_idx = jnp.arange(rows)[None, :, None]
-  c_idx = jnp.arange(cols)[None, None, :]
-
-  limit = jnp.floor(target).astype(jnp.int32)  # the most an image can mask
-
-  def active(count, fails):
-    return (count < limit) & (fails < BEIT_ATTEMPTS)
-
-  def body(state):
-    step, mask, count, fails = state
-    u = jax.random.uniform(jax.random.fold_in(block_rng, step), (batch_size, 4))
-    budget = target - count.astype(jnp.float32)
-    area = low + (budget - low) * u[:, 0]
-    aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[:, 1])
-    h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
-    w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
-    top = jnp.floor(u[:, 2] * (rows - h + 1)).astype(jnp.int32)
-    left = jnp.floor(u[:, 3] * (cols - w + 1)).astype(jnp.int32)
-    span = lambda v: v[:, None, None]
-    block = ((r_idx >= span(top)) & (r_idx < span(top + h)) &
-             (c_idx >= span(left)) & (c_idx < span(left + w)))
-    new = jnp.sum(block & (mask == 0), axis=(1, 2)).astype(jnp.int32)
-    ok = (active(count, fails) & (h < rows) & (w < cols) & (new > 0) &
-          (new.astype(jnp.float32) <= budget))
-    mask = jnp.where(span(ok) & block, 1, mask)
-    fails = jnp.where(ok, 0, fails + 1)
-    return step + 1, mask, count + jnp.where(ok, new, 0), fails
-
-  zeros = jnp.zeros((batch_size,), jnp.int32)
-  init = (jnp.int32(0), jnp.zeros((batch_size,) + tuple(grid), jnp.int32), zeros, zeros)
-  cond = lambda state: jnp.any(active(state[2], state[3]))
-  return jax.lax.while_loop(cond, body, init)[1]
+  return _block_masks(block_rng, grid, target, math.inf, low, min_aspect, max_aspect)

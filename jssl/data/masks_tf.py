@@ -42,8 +42,17 @@ def beit_mask(seed: tf.Tensor, grid: Tuple[int, int] = (14, 14),
   Returns:
     int32 [rows, cols], at most (and almost always exactly) `num_masking_patches` set.
   """
+  return _block_mask(seed, grid, tf.constant(float(num_masking_patches), tf.float32),
+                     float(max_num_patches or num_masking_patches), float(min_num_patches),
+                     min_aspect, max_aspect)
+
+
+def _block_mask(seed: tf.Tensor, grid: Tuple[int, int], target: tf.Tensor, cap: float,
+                low: float, min_aspect: float, max_aspect: Optional[float]) -> tf.Tensor:
+  """BEiT's block loop for one image masking at most `floor(target)` patches; see
+  `masks.beit_mask` (`cap`: the per-block area cap, `low`: the smallest block area)."""
   rows, cols = grid
-  cap = max_num_patches or num_masking_patches
+  limit = tf.cast(tf.floor(target), tf.int32)
   log_lo = math.log(min_aspect)
   log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
   r_idx = tf.range(rows)[:, None]
@@ -51,13 +60,13 @@ def beit_mask(seed: tf.Tensor, grid: Tuple[int, int] = (14, 14),
 
   def cond(step, mask, count, fails):
     del step, mask
-    return (count < num_masking_patches) & (fails < masks.BEIT_ATTEMPTS)
+    return (count < limit) & (fails < masks.BEIT_ATTEMPTS)
 
   def body(step, mask, count, fails):
     # One draw per attempt: area, aspect, top, left.
     u = _uniform(tf.random.experimental.stateless_fold_in(seed, step), [4])
-    budget = tf.cast(tf.minimum(num_masking_patches - count, cap), tf.float32)
-    area = min_num_patches + (budget - min_num_patches) * u[0]
+    budget = tf.minimum(target - tf.cast(count, tf.float32), cap)
+    area = low + (budget - low) * u[0]
     aspect = tf.exp(log_lo + (log_hi - log_lo) * u[1])
     h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
     w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
@@ -129,33 +138,5 @@ def ibot_mask(seed: tf.Tensor, grid: Tuple[int, int] = (14, 14), pred_ratio: flo
   u = _uniform(ratio_seed, [2])
   ratio = pred_ratio + pred_ratio_var * (2.0 * u[0] - 1.0)
   target = tf.where(u[1] < mask_probability, ratio, 0.0) * float(rows * cols)
-  limit = tf.cast(tf.floor(target), tf.int32)
   low = float(masks.ibot_min_block(grid) if min_num_patches is None else min_num_patches)
-  log_lo = math.log(min_aspect)
-  log_hi = math.log(max_aspect if max_aspect else 1 / min_aspect)
-  r_idx = tf.range(rows)[:, None]
-  c_idx = tf.range(cols)[None, :]
-
-  def cond(step, mask, count, fails):
-    del step, mask
-    return (count < limit) & (fails < masks.BEIT_ATTEMPTS)
-
-  def body(step, mask, count, fails):
-    # One draw per attempt: area, aspect, top, left.
-    v = _uniform(tf.random.experimental.stateless_fold_in(block_seed, step), [4])
-    budget = target - tf.cast(count, tf.float32)
-    area = low + (budget - low) * v[0]
-    aspect = tf.exp(log_lo + (log_hi - log_lo) * v[1])
-    h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
-    w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
-    top = tf.cast(tf.floor(v[2] * tf.cast(rows - h + 1, tf.float32)), tf.int32)
-    left = tf.cast(tf.floor(v[3] * tf.cast(cols - w + 1, tf.float32)), tf.int32)
-    block = (r_idx >= top) & (r_idx < top + h) & (c_idx >= left) & (c_idx < left + w)
-    new = tf.reduce_sum(tf.cast(block & (mask == 0), tf.int32))
-    ok = (h < rows) & (w < cols) & (new > 0) & (tf.cast(new, tf.float32) <= budget)
-    mask = tf.where(ok & block, 1, mask)
-    return step + 1, mask, count + tf.where(ok, new, 0), tf.where(ok, 0, fails + 1)
-
-  init = (tf.constant(0, tf.int32), tf.zeros(grid, tf.int32), tf.constant(0, tf.int32),
-          tf.constant(0, tf.int32))
-  return tf.while_loop(cond, body, init)[1]
+  return _block_mask(block_seed, grid, target, math.inf, low, min_aspect, max_aspect)
