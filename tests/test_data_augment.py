@@ -182,7 +182,8 @@ def test_crop_area_end_to_end(name, params, views):
   n = 120
   out = _run(recipe, [coords] * n, _seeds(n))
   for key, (lo, hi) in views.items():
-    v = out[key] * 255
+    assert out[key].dtype == np.uint8, key  # geometry only: rounded to uint8 on the host
+    v = out[key].astype(np.float64)
     out_size = v.shape[1]
     width = np.ptp(v[..., 0], axis=(1, 2)) * out_size / (out_size - 1) + 1
     height = np.ptp(v[..., 1], axis=(1, 2)) * out_size / (out_size - 1) + 1
@@ -211,7 +212,8 @@ def test_on_device_recipe_makes_geometry_only():
   recipe = augment.make_recipe('byol_cifar', on_device=True)
   assert recipe.photometric_on_device
   out = _run(recipe, [_constant(77)] * 8, _seeds(8))
-  np.testing.assert_allclose(out['view_1'], 77 / 255, atol=1e-6)
+  assert out['view_1'].dtype == np.uint8
+  np.testing.assert_array_equal(out['view_1'], 77)
   host = _run(augment.make_recipe('byol_cifar'), [_constant(77)] * 8, _seeds(8))
   assert np.abs(host['view_1'] - 77 / 255).max() > 0.05
 
@@ -283,6 +285,25 @@ def test_host_and_device_photometric_agree_in_distribution(name):
     # Distributions of brightness, contrast and saturation: two-sample KS, generous level.
     for col in (0, 4, 6):
       assert scipy.stats.ks_2samp(a[:, col], b[:, col]).pvalue > 1e-3, (name, key, col)
+
+
+def test_device_half_scales_uint8_views_as_their_float_values():
+  """The host's uint8 geometry and the same pixels as float32 / 255 give the same views."""
+  recipe = augment.make_recipe('multicrop', global_size=32, local_size=16, n_local=2,
+                               on_device=True)
+  geometry = _run(recipe, [_smooth_image(seed=i) for i in range(8)], _seeds(8))
+  assert all(geometry[k].dtype == np.uint8 for k in geometry)
+  fn = augment_jax.photometric_fn('multicrop', dict(global_size=32, local_size=16, n_local=2))
+  from_u8 = fn(geometry, jax.random.key(1))
+  from_float = fn({k: v.astype(np.float32) / 255 for k, v in geometry.items()},
+                  jax.random.key(1))
+  for k in geometry:
+    assert from_u8[k].dtype == np.float32, k
+    np.testing.assert_allclose(np.asarray(from_u8[k]), np.asarray(from_float[k]), atol=1e-6)
+  # Identity photometric settings (MAE's recipe) still hand the model float32 in [0, 1].
+  mae = augment_jax.photometric_fn('mae', dict(image_size=32))
+  out = mae({'view_0': np.full((2, 32, 32, 3), 255, np.uint8)}, jax.random.key(0))
+  assert out['view_0'].dtype == np.float32 and float(np.max(out['view_0'])) == 1.0
 
 
 def test_device_ops_match_host_ops():

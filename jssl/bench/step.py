@@ -38,11 +38,17 @@ _BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), 'benchmarks')
 
 
-def synthetic_batch(method, batch_size: int, mesh, seed: int = 0) -> dict:
-  """Uniform [0, 1) float32 views with the method's input shapes, sharded on 'data'."""
+def synthetic_batch(method, batch_size: int, mesh, seed: int = 0,
+                    uint8_views: bool = False) -> dict:
+  """Uniform [0, 1) float32 views with the method's input shapes, sharded on 'data' (uint8
+  views, as the host makes them when the photometric half runs on the device, with
+  `uint8_views`)."""
   rng = np.random.default_rng(seed)
   host = {k: rng.random((batch_size,) + tuple(shape), dtype=np.float32).astype(dtype)
           for k, (shape, dtype) in method.input_spec().items()}
+  if uint8_views:
+    host = {k: (v * 255).astype(np.uint8) if k.startswith('view_') else v
+            for k, v in host.items()}
   return sharding.put_batch(host, mesh)
 
 
@@ -74,7 +80,7 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
     from jssl.train import loop  # pylint: disable=g-import-not-at-top
     augment = loop.device_augment(config.data)
   state = state_lib.create(method, tx, config.seed, sharding.replicated(mesh))
-  batch = synthetic_batch(method, config.batch_size, mesh, config.seed)
+  batch = synthetic_batch(method, config.batch_size, mesh, config.seed, augment is not None)
   train_step = step_lib.make_train_step(method, tx, mesh, schedule, augment)
   t = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()

@@ -1,15 +1,16 @@
 """SSL view recipes on the host, in TensorFlow: one uint8 image and a stateless seed -> views.
 
 `make_recipe(name, **params)` gives a `Recipe`; `recipe(image, seed)` maps a uint8 [H, W, 3] RGB
-image (any size) and a stateless seed (int64 [2]) to a dict of float32 views in [0, 1],
-`view_0`, `view_1`, ... (global crops first), plus `mask` (int32, 1 = masked) for 'simmim' and
+image (any size) and a stateless seed (int64 [2]) to a dict of float32 views in [0, 1]
+(uint8 in [0, 255] when `on_device`), `view_0`, `view_1`, ... (global crops first), plus `mask` (int32, 1 = masked) for 'simmim' and
 'beit'. Only stateless random ops are used, so the output is a pure function of (image, seed),
 and everything is graph ops, so a recipe runs inside `tf.data.Dataset.map`.
 
 The recipes and their parameters are in `augment_recipes`; the photometric ops follow
 torchvision's semantics (see `augment_ops`). With `on_device=True` the host does only the
-geometry (crop, resize, flip) and `augment_jax.photometric_fn(name, params)` does the rest of the
-same recipe on the accelerator.
+geometry (crop, resize, flip), rounds it to uint8 (a quarter of the bytes to batch and copy to
+the device, as a torchvision pipeline's PIL crops) and `augment_jax.photometric_fn(name, params)`
+does the rest of the same recipe on the accelerator.
 """
 
 import dataclasses
@@ -77,7 +78,8 @@ def make_recipe(name: str, **params) -> Recipe:
 
 def make_view(image: tf.Tensor, seed: tf.Tensor, view: augment_recipes.ViewSpec,
               photometric: bool = True) -> tf.Tensor:
-  """One view: crop + resize (+ flip), then, if `photometric`, the view's colour ops."""
+  """One view: crop + resize (+ flip), then, if `photometric`, the view's colour ops (float32
+  in [0, 1]); without them, the geometry rounded to uint8."""
   s_crop, s_flip, s_photo = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   if view.scale is None:
     x = ops.center_crop(image, view.size, view.crop_pct, view.interpolation)
@@ -87,6 +89,8 @@ def make_view(image: tf.Tensor, seed: tf.Tensor, view: augment_recipes.ViewSpec,
   x = ops.random_flip(x, s_flip, view.flip_p)
   if photometric:
     x = ops.photometric(x, s_photo, view.photometric)
+  else:
+    x = tf.cast(tf.round(x * 255.0), tf.uint8)
   return tf.ensure_shape(x, (view.size, view.size, 3))
 
 

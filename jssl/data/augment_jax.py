@@ -114,23 +114,30 @@ def photometric_one(x: jax.Array, u: jax.Array,
   return _maybe(_chance(u[12], spec.solarize_p), solarize, x)
 
 
+def to_unit(x: jax.Array) -> jax.Array:
+  """float32 in [0, 1]: uint8 images divided by 255, float ones as float32."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+
+
 def photometric(views: Mapping[str, jax.Array], rng: jax.Array,
                 params: Mapping[str, augment_recipes.Photometric]) -> Views:
-  """Applies `params[name]` to each batch `views[name]` ([B, h, w, 3] float32 in [0, 1]).
+  """Applies `params[name]` to each batch `views[name]` ([B, h, w, 3] float32 in [0, 1], or
+  uint8 in [0, 255] as the host's geometry-only recipes make them: scaled to float32 first).
 
   Views without an entry in `params` (e.g. 'mask') pass through unchanged. View i of `params`
   draws its [B, PHOTOMETRIC_DRAWS] uniforms from `fold_in(rng, i)`. Views with the same
   settings and shape run as one batch (one compiled program instead of several).
   """
+  out = {k: to_unit(v) if k in params else v for k, v in views.items()}
   groups = {}
   for i, (name, spec) in enumerate(params.items()):
     if not spec.is_identity:
       groups.setdefault((spec, views[name].shape), []).append((i, name))
-  out = dict(views)
   for (spec, shape), members in groups.items():
     # Stacked on a new leading axis (not concatenated on the batch axis), so a batch sharded
     # across devices stays where it is.
-    x = jnp.stack([views[name].astype(jnp.float32) for _, name in members])
+    x = jnp.stack([out[name] for _, name in members])
     u = jnp.stack([
         jax.random.uniform(jax.random.fold_in(rng, i),
                            (shape[0], augment_recipes.PHOTOMETRIC_DRAWS))
