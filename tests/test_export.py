@@ -430,9 +430,19 @@ def local_blocks(torch):
 
 
 def torch_vit(kwargs, extra_keys):
-  """A minimal timm-named VisionTransformer trunk from the sidecar's kwargs."""
+  """timm's VisionTransformer built from the sidecar's kwargs when timm imports, else a minimal
+  timm-named trunk written here (extra keys such as SimMIM's mask token: plain parameters)."""
   torch = pytest.importorskip('torch')
   nn = torch.nn
+  try:
+    from timm.models import vision_transformer as timm_vit  # pylint: disable=g-import-not-at-top
+  except Exception:  # noqa: BLE001 (absent, or built for another torch)
+    timm_vit = None
+  if timm_vit is not None:
+    net = timm_vit.VisionTransformer(**kwargs)
+    for key in extra_keys:
+      setattr(net, key, nn.Parameter(torch.zeros(1, 1, kwargs['embed_dim'])))
+    return net
   d, heads = kwargs['embed_dim'], kwargs['num_heads']
   hidden = int(d * kwargs['mlp_ratio'])
   grid = kwargs['img_size'] // kwargs['patch_size']
