@@ -139,9 +139,12 @@ class Launch:
 
 
 def _saved(workdir: str, step: int, like=None):
-  """The saved state; `like`: a restored state whose structure and devices to restore onto (a
-  2-process checkpoint has another topology than this process)."""
-  target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  """The saved state; `like`: a restored state whose structure to restore onto this process's
+  first device (a 2-process checkpoint has another topology than this process; a one-process
+  run saves host arrays, which carry no sharding)."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = None if like is None else jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=device), like)
   return ocp.StandardCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', str(step), 'default'), target)
 
