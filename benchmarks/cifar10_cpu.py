@@ -200,6 +200,20 @@ def plot(rows: dict, pixels: float, path: str) -> None:
   plt.close(fig)
 
 
+def shown_command(head: str, argv: list, path_flags: tuple) -> str:
+  """`head` and `argv` less the machine's paths (`--flag VALUE` / `--flag=VALUE` of
+  `path_flags`): the command a report shows."""
+  shown, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a in path_flags:
+      skip = True
+    elif not a.startswith(tuple(f + '=' for f in path_flags)):
+      shown.append(a)
+  return ' '.join([head] + shown)
+
+
 def machine() -> str:
   return f'{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform(terse=True)}'
 
@@ -259,15 +273,8 @@ def main(argv):
   if not rows:
     return
   base = baselines(out, next(iter(rows.values()))[0]['workdir'])
-  shown, skip = [], False  # the command without the machine's paths (--data, --out, --docs)
-  for a in argv:
-    if skip:
-      skip = False
-    elif a in ('--data', '--out', '--docs'):
-      skip = True
-    elif not a.startswith(('--data=', '--out=', '--docs=')):
-      shown.append(a)
-  command = ' '.join(['python benchmarks/cifar10_cpu.py --data DIR'] + shown)
+  command = shown_command('python benchmarks/cifar10_cpu.py --data DIR', argv,
+                          ('--data', '--out', '--docs'))
   num_train = sum(len(files) for _, _, files in os.walk(os.path.join(data, 'train')))
   if args.holdout:
     print(write_report(rows, base, num_train, os.path.join(out, 'results.md'), command))

@@ -1,0 +1,72 @@
+"""benchmarks/finetune_budget.py: scratch gets the pre-training's time plus the fine-tuning's."""
+
+import json
+
+import pytest
+import scripts
+
+budget = scripts.load('finetune_budget')
+
+
+def test_scratch_steps_fill_pretraining_plus_finetuning_time():
+  # 300 fine-tuning steps in 60 s: 5 steps/s; 2640 s of pre-training + 60 s -> 13500 steps.
+  assert budget.scratch_steps(300, 60.0, 2640.0) == 13500
+  assert budget.scratch_steps(300, 60.0, 0.0) == 300
+  assert budget.scratch_steps(7, 3.0, 1.0) == 10  # ceil(9.33): never less time than the budget
+  with pytest.raises(ValueError, match='positive'):
+    budget.scratch_steps(300, 0.0, 10.0)
+
+
+def _pretrained(tmp_path, name, model):
+  workdir = tmp_path / name / 'seed0'
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps({'model': model}))
+  return str(workdir)
+
+
+def test_one_scratch_run_per_backbone_sized_to_the_largest_budget(tmp_path, monkeypatch):
+  vit96 = {'name': 'vit_tiny', 'width': 96}
+  pretrained = {'ibot': (_pretrained(tmp_path, 'ibot', vit96), 2000.0),
+                'dinov2': (_pretrained(tmp_path, 'dinov2', vit96), 2600.0),
+                'ijepa': (_pretrained(tmp_path, 'ijepa', {'name': 'vit_tiny', 'width': 128}),
+                          1000.0)}
+  calls = []
+
+  def fake_finetune(pretrain_workdir, workdir, extra):
+    calls.append((pretrain_workdir, workdir, extra))
+    scratch = '--from_scratch' in extra
+    steps = next((int(a.split('=')[1]) for a in extra if 'total_steps' in a), 240)
+    return {'top1': 0.30 if scratch else 0.40, 'steps': steps, 'epochs': steps / 8,
+            'wall_s': 60.0 if not scratch else steps / 4.0}
+
+  monkeypatch.setattr(budget, 'finetune', fake_finetune)
+  rows = budget.compare(pretrained, str(tmp_path / 'out'), 100, 30.0)
+  scratch_calls = [c for c in calls if '--from_scratch' in c[2]]
+  assert len(calls) == 5 and len(scratch_calls) == 2
+  by_dir = {c[1].rsplit('/', 1)[-1]: c for c in scratch_calls}
+  # ibot and dinov2 share one, sized to dinov2's 2600 + 60 s at 240 steps / 60 s.
+  assert set(by_dir) == {'scratch-ibot-dinov2', 'scratch-ijepa'}
+  assert '--config.total_steps=10640' in by_dir['scratch-ibot-dinov2'][2]
+  assert by_dir['scratch-ibot-dinov2'][0] == pretrained['dinov2'][0]
+  assert '--config.total_steps=4240' in by_dir['scratch-ijepa'][2]
+  assert all('--config.labels_per_class=100' in c[2] for c in calls)
+  assert rows['ibot']['budget_s'] == 2060.0 and rows['dinov2']['budget_s'] == 2660.0
+  assert rows['ibot']['scratch'] is rows['dinov2']['scratch']
+  text = budget.table(rows)
+  lines = text.splitlines()
+  assert len(lines) == 5 and all(l.count('|') == lines[0].count('|') for l in lines)
+  ibot = [c.strip() for c in lines[2].split('|')[1:-1]]
+  assert ibot[0] == 'ibot' and ibot[2] == '40.00%' and ibot[4] == '30.00%' and ibot[-1] == '+10.00'
+
+
+def test_docs_block_is_replaced_in_place(tmp_path):
+  path = tmp_path / 'results.md'
+  path.write_text('# Results\n\nbefore\n')
+  budget.write_docs(budget.START + '\none\n' + budget.END, str(path))
+  text = path.read_text()
+  assert text.startswith('# Results\n\nbefore\n') and 'one' in text
+  path.write_text(text + 'after\n')
+  budget.write_docs(budget.START + '\ntwo\n' + budget.END, str(path))
+  text = path.read_text()
+  assert 'two' in text and 'one' not in text and text.endswith('after\n')
+  assert text.count(budget.START) == 1
