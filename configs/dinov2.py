@@ -1,9 +1,10 @@
 """DINOv2 (Oquab et al., 2023). Presets, chosen by `--config configs/dinov2.py:PRESET`; they are
 configs/ibot.py's backbones, views and schedules with DINOv2's changes: untied [CLS] and patch
 heads, Sinkhorn-Knopp teacher targets (`centering='sinkhorn'`; 'centre' for DINO / iBOT
-centring), KoLeo (0.1) on the student's global-crop [CLS] tokens, LayerScale 1e-5, one teacher
-temperature for [CLS] and patches, the patch centre (with 'centre') over the masked patches, and
-`config.model.num_registers` register tokens (0: none; DINOv2 with registers uses 4).
+centring), KoLeo (0.1) on the student's global-crop [CLS] tokens, LayerScale 1e-5 (0.1 in
+cifar10_cpu's 4-block ViT), one teacher temperature for [CLS] and patches, the patch centre
+(with 'centre') over the masked patches, and `config.model.num_registers` register tokens (0:
+none; DINOv2 with registers uses 4).
 
 - tiny (the default): ibot:tiny's ViT (width 64, depth 2, 4 heads, patch 4) with LayerScale
   1e-5 and drop path 0.1, on the embedded 10k/2k CIFAR-10 subset, 2 x 32 px + 2 x 16 px crops,

@@ -548,6 +548,9 @@ def test_presets_build(name):
     assert math.isclose(optim.scaled_lr(c.optim.lr, c.batch_size, c.optim.lr_scaling), 0.004)
     c = get_config('dinov2', 'cifar10')
     assert math.isclose(optim.scaled_lr(c.optim.lr, c.batch_size, c.optim.lr_scaling), 0.002)
+    assert c.model.layerscale_init == 1e-5
+    # 4 blocks: CaiT's 0.1 (1e-5 left every image with the same [CLS] token at this depth).
+    assert get_config('dinov2', 'cifar10_cpu').model.layerscale_init == 0.1
 
 
 # ----------------------------------------------------------------------- jitted train steps
