@@ -158,6 +158,20 @@ def make_optimizer(model, lr):
   return LARS([{'params': adapt}, {'params': plain, 'adapt': False}], lr=lr)
 
 
+def seconds_per_step(step, steps: int, warmup: int, device: str) -> tuple:
+  """`(seconds per call, last loss)` of `step()` (which returns the loss tensor) over `steps`
+  calls after `warmup` untimed ones; the clock stops once the device has finished."""
+  for _ in range(warmup):
+    step()
+  if device == 'cuda':
+    torch.cuda.synchronize()
+  start = time.perf_counter()
+  for _ in range(steps):
+    loss = step()
+  loss = float(loss.detach())  # waits for the device
+  return (time.perf_counter() - start) / max(steps, 1), loss
+
+
 def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=False,
               seed=0, arch='resnet18', stem='cifar', amp=False) -> dict:
   """Mean wall time of one SimCLR training step on 2 x batch_size random views (CPU/GPU)."""
@@ -180,15 +194,7 @@ def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=Fa
     return loss
 
   model.train()
-  for _ in range(warmup):
-    step()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  start = time.perf_counter()
-  for _ in range(steps):
-    loss = step()
-  loss = float(loss.detach())  # waits for the device
-  step_s = (time.perf_counter() - start) / max(steps, 1)
+  step_s, loss = seconds_per_step(step, steps, warmup, device)
   return dict(step_ms=1000 * step_s, images_per_s=batch_size / step_s, loss=loss,
               batch_size=batch_size, image_size=image_size, steps=steps, warmup=warmup,
               channels_last=channels_last, arch=arch, amp=amp, device=device,

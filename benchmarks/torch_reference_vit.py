@@ -19,12 +19,17 @@ torch is a benchmark-only dependency: jssl never imports it.
 import argparse
 import json
 import math
-import time
+import os
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # loaded by path (jssl.bench)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def sincos_2d(dim: int, grid: int) -> torch.Tensor:
@@ -144,15 +149,7 @@ def time_step(batch_size=512, image_size=32, patch=4, width=192, depth=12, heads
     return loss
 
   model.train()
-  for _ in range(warmup):
-    step()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  start = time.perf_counter()
-  for _ in range(steps):
-    loss = step()
-  loss = float(loss.detach())  # waits for the device
-  step_s = (time.perf_counter() - start) / max(steps, 1)
+  step_s, loss = torch_reference.seconds_per_step(step, steps, warmup, device)
   return dict(step_ms=1000 * step_s, images_per_s=batch_size / step_s, loss=loss,
               batch_size=batch_size, image_size=image_size, patch=patch, width=width,
               depth=depth, amp=amp, device=device, torch_version=torch.__version__,
