@@ -12,10 +12,12 @@ command, kNN evaluations and probe included). The script
    on `--labels_per_class` training images per class for `--finetune_epochs` epochs, timing the
    whole command;
 2. trains the same architecture from random init (`--from_scratch`) on the same labelled images
-   for as many steps as fit in the pre-training's wall time plus the fine-tuning's, at the
-   fine-tuning's measured pace: `steps = finetune_steps * (pretrain_wall + finetune_wall) /
-   finetune_wall`. Methods with the same backbone share one scratch run, sized to the largest of
-   their budgets, so scratch never gets less time than a pre-trained model had;
+   for as long as the pre-training and the fine-tuning took together: the fine-tuning's steps
+   plus as many as fit in the pre-training's wall time at the fine-tuning's measured pace
+   (`steps_per_s`, from the end of its first step to its last: start-up and compilation, which
+   the scratch run pays as well, left out). Methods with the same backbone share one scratch run,
+   sized to the largest of their budgets, so scratch never gets less time than a pre-trained
+   model had;
 3. writes OUT/results.md and OUT/results.json, and with `--docs` the same table between the
    fine-tune markers of DOCS/results.md (the rest of the file is kept).
 
@@ -38,13 +40,14 @@ import cifar10_cpu  # pylint: disable=g-import-not-at-top,wrong-import-position
 START, END = '<!-- finetune table: start -->', '<!-- finetune table: end -->'
 
 
-def scratch_steps(finetune_steps: int, finetune_wall: float, pretrain_wall: float) -> int:
-  """Steps of a from-scratch run that take the pre-training's plus the fine-tuning's wall time
-  at the fine-tuning's pace (the same architecture and batch: the same cost per step)."""
-  if finetune_wall <= 0 or finetune_steps <= 0:
-    raise ValueError(f'fine-tuning wall {finetune_wall} s / steps {finetune_steps}: both must '
+def scratch_steps(finetune_steps: int, steps_per_s: float, pretrain_wall: float) -> int:
+  """Steps of a from-scratch run that take the pre-training's wall time plus the fine-tuning's:
+  the fine-tuning's steps and `pretrain_wall` more seconds at its pace (the same architecture
+  and batch: the same cost per step; both runs pay the same start-up)."""
+  if not steps_per_s or steps_per_s <= 0 or finetune_steps <= 0:
+    raise ValueError(f'fine-tuning pace {steps_per_s} steps/s, {finetune_steps} steps: both must '
                      'be positive')
-  return int(math.ceil(finetune_steps * (pretrain_wall + finetune_wall) / finetune_wall))
+  return finetune_steps + int(math.ceil(pretrain_wall * steps_per_s))
 
 
 def backbone_key(pretrain_workdir: str) -> str:
@@ -87,7 +90,7 @@ def compare(pretrained: dict, out: str, labels_per_class: int, epochs: float) ->
     budget = {n: rows[n]['pretrain_wall_s'] + rows[n]['finetune']['wall_s'] for n in names}
     widest = max(names, key=budget.get)
     ft = rows[widest]['finetune']
-    steps = scratch_steps(ft['steps'], ft['wall_s'], rows[widest]['pretrain_wall_s'])
+    steps = scratch_steps(ft['steps'], ft['steps_per_s'], rows[widest]['pretrain_wall_s'])
     scratch = finetune(pretrained[widest][0], os.path.join(out, f'scratch-{"-".join(names)}'),
                        common + [f'--config.total_steps={steps}', '--from_scratch'])
     for n in names:
@@ -110,11 +113,12 @@ def table(rows: dict) -> str:
 
 
 def report(rows: dict, command: str, labels_per_class: int, epochs: float) -> str:
+  examples = next(iter(rows.values()))['finetune']['eval_examples']
   return '\n'.join([
       START, f'Made by `{command}` on {time.strftime("%Y-%m-%d")}, {cifar10_cpu.machine()}.',
       '',
       f'Fine-tuned end to end on {labels_per_class} training images per class '
-      f'({epochs:g} epochs, configs/finetune.py), top-1 on all 10,000 test images; "from '
+      f'({epochs:g} epochs, configs/finetune.py), top-1 on all {examples:,} test images; "from '
       'scratch, equal time": the same architecture from random init on the same images for the '
       'pre-training\'s wall time plus the fine-tuning\'s (runs with one backbone share the '
       'largest such budget).', '', table(rows), '', END])

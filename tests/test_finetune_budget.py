@@ -9,12 +9,14 @@ budget = scripts.load('finetune_budget')
 
 
 def test_scratch_steps_fill_pretraining_plus_finetuning_time():
-  # 300 fine-tuning steps in 60 s: 5 steps/s; 2640 s of pre-training + 60 s -> 13500 steps.
-  assert budget.scratch_steps(300, 60.0, 2640.0) == 13500
-  assert budget.scratch_steps(300, 60.0, 0.0) == 300
-  assert budget.scratch_steps(7, 3.0, 1.0) == 10  # ceil(9.33): never less time than the budget
+  # 240 fine-tuning steps at 4 steps/s (60 s of training), 2600 s of pre-training: 10400 more.
+  assert budget.scratch_steps(240, 4.0, 2600.0) == 240 + 10400
+  assert budget.scratch_steps(240, 4.0, 0.0) == 240
+  assert budget.scratch_steps(7, 3.0, 1.1) == 7 + 4  # ceil(3.3): never less time than the budget
   with pytest.raises(ValueError, match='positive'):
     budget.scratch_steps(300, 0.0, 10.0)
+  with pytest.raises(ValueError, match='positive'):
+    budget.scratch_steps(300, None, 10.0)
 
 
 def _pretrained(tmp_path, name, model):
@@ -37,20 +39,23 @@ def test_one_scratch_run_per_backbone_sized_to_the_largest_budget(tmp_path, monk
     scratch = '--from_scratch' in extra
     steps = next((int(a.split('=')[1]) for a in extra if 'total_steps' in a), 240)
     return {'top1': 0.30 if scratch else 0.40, 'steps': steps, 'epochs': steps / 8,
-            'wall_s': 60.0 if not scratch else steps / 4.0}
+            'wall_s': 70.0 if not scratch else 10 + steps / 4.0, 'steps_per_s': 4.0,
+            'eval_examples': 10000}
 
   monkeypatch.setattr(budget, 'finetune', fake_finetune)
   rows = budget.compare(pretrained, str(tmp_path / 'out'), 100, 30.0)
   scratch_calls = [c for c in calls if '--from_scratch' in c[2]]
   assert len(calls) == 5 and len(scratch_calls) == 2
   by_dir = {c[1].rsplit('/', 1)[-1]: c for c in scratch_calls}
-  # ibot and dinov2 share one, sized to dinov2's 2600 + 60 s at 240 steps / 60 s.
+  # ibot and dinov2 share one, sized to dinov2's 2600 s at 4 steps/s after the 240 steps.
   assert set(by_dir) == {'scratch-ibot-dinov2', 'scratch-ijepa'}
   assert '--config.total_steps=10640' in by_dir['scratch-ibot-dinov2'][2]
   assert by_dir['scratch-ibot-dinov2'][0] == pretrained['dinov2'][0]
   assert '--config.total_steps=4240' in by_dir['scratch-ijepa'][2]
   assert all('--config.labels_per_class=100' in c[2] for c in calls)
-  assert rows['ibot']['budget_s'] == 2060.0 and rows['dinov2']['budget_s'] == 2660.0
+  assert rows['ibot']['budget_s'] == 2070.0 and rows['dinov2']['budget_s'] == 2670.0
+  # the scratch run's wall (10 s start-up + 10640 / 4 s) is the pre-training's + fine-tuning's
+  assert rows['dinov2']['scratch']['wall_s'] == rows['dinov2']['budget_s']
   assert rows['ibot']['scratch'] is rows['dinov2']['scratch']
   text = budget.table(rows)
   lines = text.splitlines()

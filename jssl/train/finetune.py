@@ -200,6 +200,7 @@ def _finetune(config, workdir, log) -> dict:
   rows = b // jax.process_count()
   first = jax.process_index() * rows
   pending, last, vote = [], {}, loop.stop_vote(mesh)
+  paced = None  # (step, time) after the first step: the pace leaves out start-up and compile
   with loop.StopRequest() as stop:
     while step < total:
       if (bool(jax.device_get(vote(stop.requested))) if vote else stop.requested):
@@ -208,6 +209,9 @@ def _finetune(config, workdir, log) -> dict:
       batch = feeding.global_batch({'image': images[idx], 'label': labels[idx]}, mesh)
       state, metrics = train_step(state, batch)
       step += 1
+      if paced is None:  # the first step of this process compiles: the pace starts after it
+        jax.block_until_ready(metrics)
+        paced = (step, time.time())
       pending.append((step, metrics))
       save_due = ckpt is not None and step % ckpt.every_steps == 0
       if step % int(config.log.every_steps) == 0 or step == total or save_due:
@@ -231,6 +235,7 @@ def _finetune(config, workdir, log) -> dict:
         log(f'step {step}: top-1 {acc:.4f}')
         progress.restart_clock(step)
     stopped = step < total
+  pace = (step - paced[0]) / (time.time() - paced[1]) if paced and step > paced[0] else None
   if ckpt is not None:
     ckpt.save(state, force=True)
     ckpt.close()
@@ -247,7 +252,8 @@ def _finetune(config, workdir, log) -> dict:
       'pretrain_step': arrays['step'] if arrays is not None else 0,
       'model': run_config.model.name, 'labels_per_class': int(config.labels_per_class),
       'train_examples': n, 'step': step, 'steps': total, 'epochs': total / p['steps_per_epoch'],
-      'loss': last.get('loss'), 'seconds': round(time.time() - t0, 1)})
+      'loss': last.get('loss'), 'seconds': round(time.time() - t0, 1),
+      'steps_per_s': pace})
   if metrics_log:
     metrics_log.write(step, {'top1': acc})
     metrics_log.close()
