@@ -104,10 +104,16 @@ def run(method: str, seed: int, out: str, data: str) -> dict:
     wall = time.time() - t
     others = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)
     previous = json.load(open(timing)) if os.path.exists(timing) else {}
-    record = {'wall_s': wall + previous.get('wall_s', 0.0),
-              'other_cores': max(others, 0.0) / wall, 'command': ' '.join(cmd[1:])}
+    before = previous.get('wall_s', 0.0)  # earlier parts of a resumed run: a time-weighted mean
+    record = {'wall_s': wall + before,
+              'other_cores': (max(others, 0.0) + previous.get('other_cores', 0.0) * before) /
+                             (wall + before),
+              'command': ' '.join(cmd[1:])}
     with open(timing, 'w') as f:
       json.dump(record, f)
+    if not os.path.exists(final):  # stopped by SIGTERM: its checkpoint and wall time are kept
+      sys.exit(f'{workdir} stopped at its last checkpoint before the end; rerun the same command '
+               'to resume it')
   result = json.load(open(final))
   if os.path.exists(timing):
     result.update(json.load(open(timing)))

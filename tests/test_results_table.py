@@ -88,3 +88,31 @@ def test_every_method_of_the_table_has_a_cifar10_cpu_preset(method):
   assert c.total_steps > 0 and c.eval.at_start and c.eval.max_train_examples == 0
   from jssl.train.validate import validate  # pylint: disable=g-import-not-at-top
   validate(c)
+
+
+def test_a_stopped_run_keeps_its_time_and_the_resumed_run_adds_to_it(tmp_path, monkeypatch):
+  """A run stopped by SIGTERM (exit 0, no final.json) records its wall time and asks for a rerun;
+  the rerun adds its own wall time, and the busy-core figure is the time-weighted mean."""
+  clock = {'t': 0.0, 'busy': 0.0}
+  monkeypatch.setattr(table_lib.time, 'time', lambda: clock['t'])
+  monkeypatch.setattr(table_lib, 'busy_cpu_seconds', lambda: clock['busy'])
+  monkeypatch.setattr(table_lib, 'children_cpu_seconds', lambda: 0.0)
+  workdir = tmp_path / 'simclr' / 'seed0'
+  workdir.mkdir(parents=True)
+
+  def stopped(cmd, **kwargs):  # 600 s, other processes busy for 60 CPU-s: 0.1 cores
+    clock['t'] += 600.0
+    clock['busy'] += 60.0
+
+  def finished(cmd, **kwargs):  # 300 s more, idle, and it ends
+    clock['t'] += 300.0
+    (workdir / 'final.json').write_text(json.dumps({'step': 10, 'knn_top1': 0.5}))
+
+  monkeypatch.setattr(table_lib.subprocess, 'run', stopped)
+  with pytest.raises(SystemExit, match='rerun the same command'):
+    table_lib.run('simclr', 0, str(tmp_path), 'DATA')
+  assert json.loads((workdir / 'timing.json').read_text())['wall_s'] == 600.0
+  monkeypatch.setattr(table_lib.subprocess, 'run', finished)
+  result = table_lib.run('simclr', 0, str(tmp_path), 'DATA')
+  assert result['wall_s'] == 900.0 and result['knn_top1'] == 0.5
+  assert result['other_cores'] == pytest.approx(60.0 / 900.0)
