@@ -7,8 +7,10 @@ PyTorch's oneDNN kernels in both layouts, all in one process on the same random 
 
     python benchmarks/conv_layers.py [--batch 256] [--layers l1,l2] [--reps 3]
 
-Prints one line per layer (milliseconds, medians) and the totals weighted by how often the layer
-occurs in ResNet-18, so a gap can be traced to the layer and the pass that make it.
+Prints one line per layer (milliseconds, medians), the totals weighted by how often the layer
+occurs in ResNet-18, and the same as a Markdown table, so a gap can be traced to the layer and
+the pass that make it. `im2col_product_only` times the im2col matmul on its already built input:
+the product's share of the im2col forward pass.
 """
 
 import argparse
@@ -56,6 +58,11 @@ def forward_per_tap(x, w, stride, pads):
   return sum(jnp.einsum('nhwc,co->nhwo', xs, taps[t]) for t, xs in enumerate(slices))
 
 
+def im2col_product(patches, w):
+  """The matmul of `forward_im2col` alone, on its already built (rows, k * k * c_in) input."""
+  return patches @ w.reshape(-1, w.shape[-1])
+
+
 def kernel_grad_im2col(x, g, k, stride, pads):
   slices, _, _ = window_slices(x, k, stride, pads)
   patches = jnp.concatenate(slices, axis=-1).reshape(-1, k * k * x.shape[-1])
@@ -84,6 +91,8 @@ def jax_timings(x, w, g, k, stride, pads, reps):
   if k > 1:
     fns.update({
         'im2col_forward': (lambda x, w: forward_im2col(x, w, stride, pads), (x, w)),
+        'im2col_product_only': (im2col_product, (jnp.concatenate(
+            window_slices(x, k, stride, pads)[0], axis=-1).reshape(-1, k * k * x.shape[-1]), w)),
         'per_tap_forward': (lambda x, w: forward_per_tap(x, w, stride, pads), (x, w)),
         'im2col_kernel_grad': (lambda x, g: kernel_grad_im2col(x, g, k, stride, pads), (x, g)),
     })
@@ -149,7 +158,22 @@ def main(argv=None):
       totals[key] = totals.get(key, 0.0) + ms * count
   print('total, weighted by count (ms): ' +
         ' '.join(f'{key}={ms:.0f}' for key, ms in totals.items()))
+  print(markdown_table(rows, totals))
   return rows, totals
+
+
+def markdown_table(rows, totals) -> str:
+  """One row a layer (milliseconds), then the count-weighted totals of the passes all layers have."""
+  keys = list(dict.fromkeys(key for _, _, timings in rows for key in timings))
+  lines = ['| layer (count) | ' + ' | '.join(key.replace('_', ' ') for key in keys) + ' |',
+           '|---' * (len(keys) + 1) + '|']
+  for name, count, timings in rows:
+    cells = [f'{timings[key]:.0f}' if key in timings else '' for key in keys]
+    lines.append(f'| {name} ({count}) | ' + ' | '.join(cells) + ' |')
+  every_layer = [key for key in keys if all(key in timings for _, _, timings in rows)]
+  lines.append('| total | ' + ' | '.join(
+      f'{totals[key]:.0f}' if key in every_layer else '' for key in keys) + ' |')
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,10 @@ def test_matmul_forms_match_the_convolution(stride):
   y = conv(x, w)
   np.testing.assert_allclose(bench.forward_im2col(x, w, stride, pads), y, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(bench.forward_per_tap(x, w, stride, pads), y, rtol=1e-5, atol=1e-5)
+  slices, ho, wo = bench.window_slices(x, 3, stride, pads)
+  patches = jnp.concatenate(slices, axis=-1).reshape(-1, 45)
+  np.testing.assert_allclose(bench.im2col_product(patches, w).reshape(2, ho, wo, 4), y,
+                             rtol=1e-5, atol=1e-5)
   g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
   (kernel_grad,) = jax.vjp(lambda w: conv(x, w), w)[1](g)
   np.testing.assert_allclose(bench.kernel_grad_im2col(x, g, 3, stride, pads), kernel_grad,
@@ -37,7 +41,15 @@ def test_a_run_times_every_pass_of_the_chosen_layers(capsys):
   assert {'im2col_forward', 'per_tap_forward', 'im2col_kernel_grad'} <= set(rows[1][2])
   assert totals['jssl_forward'] == pytest.approx(rows[0][2]['jssl_forward'] +
                                                  3 * rows[1][2]['jssl_forward'])
-  assert 'l4 (x3):' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert 'l4 (x3):' in printed
+  table = printed[printed.index('| layer (count)'):].splitlines()
+  assert table[2].startswith('| l4sc (1) | ') and table[3].startswith('| l4 (3) | ')
+  header = [cell.strip() for cell in table[0].split('|')[1:-1]]
+  total = [cell.strip() for cell in table[4].split('|')[1:-1]]
+  # Totals only for the passes every layer has: the 1x1 shortcut has no matmul forms.
+  assert total[header.index('jssl forward')] == f"{totals['jssl_forward']:.0f}"
+  assert total[header.index('im2col forward')] == ''
 
 
 def test_unknown_layer_is_named():
