@@ -46,10 +46,15 @@ def window_slices(x, k: int, stride: int, pads):
   return slices, ho, wo
 
 
+def im2col(x, k: int, stride: int, pads):
+  """The (rows, k * k * c_in) matrix of every output position's window, and the output size."""
+  slices, ho, wo = window_slices(x, k, stride, pads)
+  return jnp.concatenate(slices, axis=-1).reshape(-1, k * k * x.shape[-1]), ho, wo
+
+
 def forward_im2col(x, w, stride, pads):
-  slices, ho, wo = window_slices(x, w.shape[0], stride, pads)
-  patches = jnp.concatenate(slices, axis=-1).reshape(-1, w.shape[0] * w.shape[1] * w.shape[2])
-  return (patches @ w.reshape(-1, w.shape[-1])).reshape(x.shape[0], ho, wo, -1)
+  patches, ho, wo = im2col(x, w.shape[0], stride, pads)
+  return im2col_product(patches, w).reshape(x.shape[0], ho, wo, -1)
 
 
 def forward_per_tap(x, w, stride, pads):
@@ -64,8 +69,7 @@ def im2col_product(patches, w):
 
 
 def kernel_grad_im2col(x, g, k, stride, pads):
-  slices, _, _ = window_slices(x, k, stride, pads)
-  patches = jnp.concatenate(slices, axis=-1).reshape(-1, k * k * x.shape[-1])
+  patches, _, _ = im2col(x, k, stride, pads)
   return (patches.T @ g.reshape(-1, g.shape[-1])).reshape(k, k, x.shape[-1], -1)
 
 
@@ -91,8 +95,7 @@ def jax_timings(x, w, g, k, stride, pads, reps):
   if k > 1:
     fns.update({
         'im2col_forward': (lambda x, w: forward_im2col(x, w, stride, pads), (x, w)),
-        'im2col_product_only': (im2col_product, (jnp.concatenate(
-            window_slices(x, k, stride, pads)[0], axis=-1).reshape(-1, k * k * x.shape[-1]), w)),
+        'im2col_product_only': (im2col_product, (im2col(x, k, stride, pads)[0], w)),
         'per_tap_forward': (lambda x, w: forward_per_tap(x, w, stride, pads), (x, w)),
         'im2col_kernel_grad': (lambda x, g: kernel_grad_im2col(x, g, k, stride, pads), (x, g)),
     })
