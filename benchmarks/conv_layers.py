@@ -2,10 +2,12 @@
 
 jssl's path (XLA's forward and input gradient, `jssl.models.conv.weight_gradient` for the
 kernel), two matmul formulations of the same convolution (im2col: one product over the
-concatenated 3x3 window; per tap: nine products accumulated), and, when torch is importable,
-PyTorch's oneDNN kernels in both layouts, all in one process on the same random arrays:
+concatenated 3x3 window; per tap: nine products accumulated), jssl's Winograd F(2x2, 3x3) passes
+for the 3x3 stride-1 layers (`jssl.models.winograd`), and, when torch is importable, PyTorch's
+oneDNN kernels in both layouts, all in one process on the same random arrays:
 
     python benchmarks/conv_layers.py [--batch 256] [--layers l1,l2] [--reps 3]
+        [--passes jssl,winograd,torch_channels_last]
 
 Prints one line per layer (milliseconds, medians), the totals weighted by how often the layer
 occurs in ResNet-18, and the same as a Markdown table, so a gap can be traced to the layer and
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jssl.models import conv as jssl_conv
+from jssl.models import winograd
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 # name, input height = width, in channels, out channels, kernel, stride, count in ResNet-18.
@@ -83,7 +86,7 @@ def median_ms(fn, reps: int) -> float:
   return statistics.median(times) * 1e3
 
 
-def jax_timings(x, w, g, k, stride, pads, reps):
+def jax_timings(x, w, g, k, stride, pads, reps, passes=()):
   conv = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), pads,
                                                dimension_numbers=NHWC)
   fns = {
@@ -99,16 +102,28 @@ def jax_timings(x, w, g, k, stride, pads, reps):
         'per_tap_forward': (lambda x, w: forward_per_tap(x, w, stride, pads), (x, w)),
         'im2col_kernel_grad': (lambda x, g: kernel_grad_im2col(x, g, k, stride, pads), (x, g)),
     })
+  if winograd.applies((k, k), (stride, stride), pads):
+    wino = lambda x, w: winograd.conv3x3(x, w, pads)
+    fns.update({
+        'winograd_forward': (wino, (x, w)),
+        'winograd_input_grad': (lambda x, w, g: jax.vjp(lambda x: wino(x, w), x)[1](g)[0],
+                                (x, w, g)),
+        'winograd_kernel_grad': (lambda x, g: winograd.weight_gradient(x, g, pads), (x, g)),
+    })
   out = {}
   for name, (fn, args) in fns.items():
+    if passes and not name.startswith(passes):
+      continue
     jitted = jax.jit(fn)
     out[name] = median_ms(lambda: jitted(*args), reps)
   return out
 
 
-def torch_timings(torch, x, w, g, k, stride, reps):
+def torch_timings(torch, x, w, g, k, stride, reps, passes=()):
   out = {}
   for layout, fmt in (('nchw', torch.contiguous_format), ('channels_last', torch.channels_last)):
+    if passes and not f'torch_{layout}'.startswith(passes):
+      continue
     as_torch = lambda a, perm: torch.from_numpy(np.array(a)).permute(*perm).contiguous(
         memory_format=fmt)
     tx, tg = as_torch(x, (0, 3, 1, 2)), as_torch(g, (0, 3, 1, 2))
@@ -130,7 +145,11 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--layers', default='all', help="comma-separated names, or 'all'")
   parser.add_argument('--reps', type=int, default=3)
+  parser.add_argument('--passes', default='',
+                      help='comma-separated prefixes of the columns to time (default: all), '
+                           'e.g. jssl,winograd,torch_channels_last')
   args = parser.parse_args(argv)
+  passes = tuple(p for p in args.passes.split(',') if p)
   names = [name for name, *_ in LAYERS]
   chosen = names if args.layers == 'all' else args.layers.split(',')
   unknown = sorted(set(chosen) - set(names))
@@ -151,9 +170,9 @@ def main(argv=None):
     pads = jssl_conv._pads(x.shape, w.shape, (stride, stride), 'SAME')  # pylint: disable=protected-access
     out_size = -(-size // stride)
     g = jnp.asarray(rng.standard_normal((args.batch, out_size, out_size, c_out), np.float32))
-    timings = jax_timings(x, w, g, k, stride, pads, args.reps)
+    timings = jax_timings(x, w, g, k, stride, pads, args.reps, passes)
     if torch is not None:
-      timings.update(torch_timings(torch, x, w, g, k, stride, args.reps))
+      timings.update(torch_timings(torch, x, w, g, k, stride, args.reps, passes))
     rows.append((name, count, timings))
     print(f'{name} (x{count}): ' + ' '.join(f'{key}={ms:.0f}' for key, ms in timings.items()),
           flush=True)

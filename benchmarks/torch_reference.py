@@ -10,13 +10,16 @@ Linear(512, 2048, no bias)-BN-ReLU-Linear(2048, 256), NT-Xent at T = 0.2 over th
 stride on the 3x3 conv, 7x7/2 stem + max-pool) with its 2048-2048-128 projector; `amp=True`
 runs the forward in bfloat16 autocast (the GPU reference, with channels_last).
 
-torch is a benchmark-only dependency: jssl never imports it.
+torch is a benchmark-only dependency: jssl never imports it. Run as a script it prints one
+JSON line, with the process's peak RSS (`peak_rss_mb`): `python -m jssl.bench step
+--torch_reference` runs it so, in a process of its own, to compare memory as well as time.
 
     python benchmarks/torch_reference.py --batch_size 256 --steps 3 --warmup 1
 """
 
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -202,6 +205,11 @@ def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=Fa
               threads=torch.get_num_threads())
 
 
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch_size', type=int, default=256)
@@ -213,8 +221,9 @@ def main():
   parser.add_argument('--stem', default='cifar', choices=('cifar', 'imagenet'))
   parser.add_argument('--amp', action='store_true')
   args = parser.parse_args()
-  print(json.dumps(time_step(args.batch_size, args.image_size, args.steps, args.warmup,
-                             args.channels_last, arch=args.arch, stem=args.stem, amp=args.amp)))
+  out = time_step(args.batch_size, args.image_size, args.steps, args.warmup, args.channels_last,
+                  arch=args.arch, stem=args.stem, amp=args.amp)
+  print(json.dumps({**out, 'peak_rss_mb': peak_rss_mb()}))
 
 
 if __name__ == '__main__':

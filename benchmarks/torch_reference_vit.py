@@ -11,7 +11,8 @@ the per-patch normalized pixel loss on the masked patches; AdamW (b2 0.95, wd 0.
 configs/mae.py. float32 on the CPU; `amp=True` runs the forward in bfloat16 autocast (the GPU
 reference).
 
-torch is a benchmark-only dependency: jssl never imports it.
+torch is a benchmark-only dependency: jssl never imports it. Run as a script it prints one
+JSON line, with the process's peak RSS (`peak_rss_mb`).
 
     python benchmarks/torch_reference_vit.py --batch_size 512 --steps 3 --warmup 1
 """
@@ -163,9 +164,12 @@ def main():
                         ('dec_heads', 8), ('steps', 3), ('warmup', 1)):
     parser.add_argument(f'--{name}', type=int, default=default)
   parser.add_argument('--mask_ratio', type=float, default=0.75)
+  parser.add_argument('--norm_pix_loss', type=int, choices=(0, 1), default=1)
   parser.add_argument('--amp', action='store_true')
   args = vars(parser.parse_args())
-  print(json.dumps(time_step(**args)))
+  args['norm_pix_loss'] = bool(args['norm_pix_loss'])
+  out = time_step(**args)
+  print(json.dumps({**out, 'peak_rss_mb': torch_reference.peak_rss_mb()}))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,9 @@
               ('cifar' | 'imagenet'), stage_sizes (() = the name's), dtype ('float32' |
               'bfloat16': compute dtype, params stay float32), conv_weight_grad ('auto': the
               per-tap weight gradient of jssl.models.conv on CPU, XLA's elsewhere; 'xla';
-              'per_tap'), mean / std (input normalization),
+              'per_tap'; 'winograd': per-tap, and Winograd F(2x2, 3x3) for every pass of the
+              3x3 stride-1 convolutions), remat (recompute each block in the backward pass:
+              less memory), mean / std (input normalization),
   method:     name (+ the method's own keys, set by the method file),
   optim:      name ('lars' | 'sgd' | 'adamw' | 'lamb'), lr, lr_scaling ('linear': lr * bs / 256,
               'sqrt': lr * sqrt(bs), 'none'), weight_decay, momentum, nesterov,
@@ -36,7 +38,7 @@ def vit_model(name: str, patch_size: int, width: int = 0, depth: int = 0, num_he
   return ml_collections.ConfigDict(dict(
       name=name, patch_size=patch_size, width=width, depth=depth, num_heads=num_heads,
       pool=pool, drop_path_rate=0.0, layerscale_init=0.0, dtype='float32', attention_impl='',
-      mean=mean, std=std))
+      remat=False, mean=mean, std=std))
 
 
 def data_block(recipe: str, source: str = 'embedded', eval_source: str = 'embedded',
@@ -82,7 +84,7 @@ def base(method: str, preset: str) -> ml_collections.ConfigDict:
   c.steps_per_epoch = 0
   c.model = ml_collections.ConfigDict(dict(
       name='resnet18', width=64, stem='cifar', stage_sizes=(), dtype='float32',
-      conv_weight_grad='auto', mean=CIFAR10_MEAN, std=CIFAR10_STD))
+      conv_weight_grad='auto', remat=False, mean=CIFAR10_MEAN, std=CIFAR10_STD))
   c.optim = ml_collections.ConfigDict(dict(
       name='lars', lr=0.3, lr_scaling='linear', weight_decay=1e-6, momentum=0.9, nesterov=False,
       trust_coefficient=1e-3, trust_clip=False, warmup_epochs=10.0, schedule='cosine',

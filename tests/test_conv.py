@@ -94,23 +94,24 @@ def test_unsupported_convolutions_fall_back_to_lax():
       x, w, (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=NHWC).sum())(w), rtol=1e-5)
 
 
-def test_a_resnet_trains_the_same_with_either_weight_gradient():
-  """Same init, same loss: the ResNet's parameter gradients agree for 'per_tap' and 'xla'."""
+@pytest.mark.parametrize('impl', ['per_tap', 'winograd'])
+def test_a_resnet_trains_the_same_as_with_xla_convolutions(impl):
+  """Same init, same loss: the ResNet's parameter gradients agree for `impl` and 'xla'."""
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
   grads = {}
-  for impl in ('per_tap', 'xla'):
-    net = models.resnet('resnet_tiny', width=4, stem='cifar',
-                        conv_general_dilated=conv.for_backend(impl, 'cpu'))
+  for name in (impl, 'xla'):
+    net = models.resnet('resnet_tiny', width=8, stem='cifar',
+                        conv_general_dilated=conv.for_backend(name, 'cpu'))
     variables = net.init(jax.random.PRNGKey(1), x, train=False)
 
     def loss(params, net=net, variables=variables):
       h, _ = net.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
       return jnp.sum(jnp.sin(h))
 
-    grads[impl] = jax.jit(jax.grad(loss))(variables['params'])
+    grads[name] = jax.jit(jax.grad(loss))(variables['params'])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-               grads['per_tap'], grads['xla'])
-  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads['per_tap']))
+               grads[impl], grads['xla'])
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads[impl]))
 
 
 def test_for_backend_picks_per_tap_on_cpu_only_and_names_a_bad_value():
@@ -118,5 +119,5 @@ def test_for_backend_picks_per_tap_on_cpu_only_and_names_a_bad_value():
   assert conv.for_backend('auto', 'gpu') is None and conv.for_backend('auto', 'tpu') is None
   assert conv.for_backend('xla', 'cpu') is None
   assert conv.for_backend('per_tap', 'gpu') is conv.conv_general_dilated
-  with pytest.raises(ValueError, match='conv_weight_grad.*im2col'):
+  with pytest.raises(ValueError, match='conv_weight_grad.*winograd.*im2col'):
     conv.for_backend('im2col', 'cpu')

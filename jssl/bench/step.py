@@ -14,14 +14,18 @@ channels-last layout, the faster one is the reference) or an MAE ViT
 (benchmarks/torch_reference_vit.py, with the config's encoder / decoder sizes and mask ratio).
 The last stdout line is one JSON object: images_per_s, step_ms, compile_s,
 step_gflops_per_image and achieved_tflops (XLA's FLOP count of the compiled step: model FLOPs
-for utilization on accelerators), peak_rss_mb, device_kind, device_count, ... (and torch_images_per_s, jax_over_torch).
+for utilization on accelerators), peak_rss_mb, xla_temp_mb and xla_argument_mb (XLA's buffer
+sizes of the compiled step: the activations and workspace, and the state and batch),
+device_kind, device_count, ... With `--torch_reference`: torch_images_per_s, jax_over_torch,
+and torch_peak_rss_mb: each PyTorch step runs in a fresh process of its own, so its peak RSS
+compares with this process's (which never imports torch).
 """
 
-import importlib.util
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -65,6 +69,18 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', 0.0))
 
 
+def step_memory_mb(compiled) -> dict:
+  """XLA's buffer sizes of a compiled step in MB ({} where the backend does not report them)."""
+  try:
+    memory = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 (backends without memory analysis)
+    return {}
+  if memory is None:
+    return {}
+  return {'xla_temp_mb': memory.temp_size_in_bytes / 2**20,
+          'xla_argument_mb': memory.argument_size_in_bytes / 2**20}
+
+
 def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   """Compiles and times the train step of `config` on synthetic device batches."""
   if steps < 1 or warmup < 0:
@@ -86,6 +102,7 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
   flops = step_flops(compiled)
+  memory = step_memory_mb(compiled)
   for _ in range(warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
@@ -108,20 +125,31 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
       'step_gflops_per_image': flops / config.batch_size / 1e9 if flops else None,
       'achieved_tflops': flops / step_s / 1e12 if flops else None,
       'loss': float(metrics['loss']),
-      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **memory,
       'device_kind': device.device_kind, 'platform': device.platform,
       'device_count': jax.device_count(),
   }
 
 
-def _load_reference(name: str):
+def run_reference(name: str, **kwargs) -> dict:
+  """Runs benchmarks/<name>.py with `--key=value` for `kwargs` (True: `--key`, False: left
+  out) in a fresh Python process and returns its JSON line (with its own peak_rss_mb).
+  Raises RuntimeError with the end of its stderr when it fails (e.g. torch is not installed)."""
   path = os.path.join(_BENCHMARKS, f'{name}.py')
   if not os.path.exists(path):
-    raise ImportError(f'{path} not found (the torch references live in the repository)')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+    raise RuntimeError(f'{path} not found (the torch references live in the repository)')
+  argv = [sys.executable, path]
+  for key, value in kwargs.items():
+    if value is True:
+      argv.append(f'--{key}')
+    elif value is not False:
+      argv.append(f'--{key}={value}')
+  proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+  lines = proc.stdout.strip().splitlines()
+  if proc.returncode != 0 or not lines:
+    tail = ' '.join(proc.stderr.strip().splitlines()[-3:])
+    raise RuntimeError(f'{" ".join(argv[1:])} exited with {proc.returncode}: {tail}')
+  return json.loads(lines[-1])
 
 
 def torch_reference(config, steps: int, warmup: int) -> dict:
@@ -129,33 +157,32 @@ def torch_reference(config, steps: int, warmup: int) -> dict:
   image_size = int(config.data.augment.get('image_size', None)
                    or config.data.augment.get('global_size', None) or 32)
   vit = str(config.model.name).startswith('vit')
+  common = dict(batch_size=config.batch_size, image_size=image_size, steps=steps, warmup=warmup)
   try:
-    module = _load_reference('torch_reference_vit' if vit else 'torch_reference')
-  except ImportError as e:
-    return {'torch_error': f'cannot import the torch reference: {e}'}
-  if vit:
-    if config.method.name != 'mae':
-      return {'torch_error': f'the ViT torch reference is MAE; this config trains '
-                             f'{config.method.name}'}
-    from jssl import models  # pylint: disable=g-import-not-at-top
-    enc, m = models.from_config(config.model), config.method
-    out = module.time_step(batch_size=config.batch_size, image_size=image_size,
-                           patch=enc.patch_size, width=enc.width, depth=enc.depth,
-                           heads=enc.num_heads, dec_width=int(m.decoder_width),
-                           dec_depth=int(m.decoder_depth), dec_heads=int(m.decoder_num_heads),
-                           mask_ratio=float(m.mask_ratio),
-                           norm_pix_loss=bool(m.norm_pix_loss), steps=steps, warmup=warmup)
-    return {f'torch_{k}': v for k, v in out.items()}
-  if config.method.name != 'simclr' or config.model.name != 'resnet18':
-    print('note: the ResNet torch reference is ResNet-18 SimCLR; this config differs',
-          file=sys.stderr)
-  layouts = {cl: module.time_step(batch_size=config.batch_size, image_size=image_size,
-                                  steps=steps, warmup=warmup, channels_last=cl)
-             for cl in (False, True)}
+    if vit:
+      if config.method.name != 'mae':
+        return {'torch_error': f'the ViT torch reference is MAE; this config trains '
+                               f'{config.method.name}'}
+      from jssl import models  # pylint: disable=g-import-not-at-top
+      enc, m = models.from_config(config.model), config.method
+      out = run_reference('torch_reference_vit', **common, patch=enc.patch_size,
+                          width=enc.width, depth=enc.depth, heads=enc.num_heads,
+                          dec_width=int(m.decoder_width), dec_depth=int(m.decoder_depth),
+                          dec_heads=int(m.decoder_num_heads), mask_ratio=float(m.mask_ratio),
+                          norm_pix_loss=int(bool(m.norm_pix_loss)))
+      return {f'torch_{k}': v for k, v in out.items()}
+    if config.method.name != 'simclr' or config.model.name != 'resnet18':
+      print('note: the ResNet torch reference is ResNet-18 SimCLR; this config differs',
+            file=sys.stderr)
+    layouts = {cl: run_reference('torch_reference', **common, channels_last=cl)
+               for cl in (False, True)}
+  except RuntimeError as e:
+    return {'torch_error': f'the torch reference failed: {e}'}
   best = min(layouts.values(), key=lambda r: r['step_ms'])
   out = {f'torch_{k}': v for k, v in best.items()}
-  out['torch_contiguous_images_per_s'] = layouts[False]['images_per_s']
-  out['torch_channels_last_images_per_s'] = layouts[True]['images_per_s']
+  for cl, name in ((False, 'contiguous'), (True, 'channels_last')):
+    out[f'torch_{name}_images_per_s'] = layouts[cl]['images_per_s']
+    out[f'torch_{name}_peak_rss_mb'] = layouts[cl]['peak_rss_mb']
   return out
 
 

@@ -2,11 +2,13 @@
 
 `from_config(model_cfg, use_mask_token=False)` builds, by `model_cfg.name`:
 - a ResNet (`jssl.models.resnet.STAGES` names): width, stem, stage_sizes (() = the name's),
-  dtype, conv_weight_grad ('auto': jssl.models.conv's per-tap kernel gradient on CPU, XLA's
-  elsewhere; 'xla'; 'per_tap');
+  dtype, remat (default False: recompute each block in the backward pass, for memory),
+  conv_weight_grad ('auto': jssl.models.conv's per-tap kernel gradient on CPU, XLA's
+  elsewhere; 'xla'; 'per_tap'; 'winograd': per-tap, and Winograd F(2x2, 3x3) for the 3x3
+  stride-1 convolutions, jssl.models.winograd);
 - a ViT ('vit_*', jssl.models.vit.VIT_CONFIGS): patch_size, width / depth / num_heads (0: the
   name's), pool, class_token (default True), drop_path_rate, layerscale_init (0: none),
-  num_registers (0: none), dtype,
+  num_registers (0: none), dtype, remat (as the ResNet's),
   attention_impl ('': XLA, 'cudnn'); `use_mask_token` for the masked-modeling methods (SimMIM, BEiT);
 - the dVAE tokenizer ('dvae'): vocab_size, hidden, num_down, blocks, dtype, conv_weight_grad.
 Every key it reads is listed here; `mean` / `std` (input normalization) are the methods'.
@@ -48,14 +50,17 @@ def from_config(model_cfg, use_mask_token: bool = False):
                    use_mask_token=use_mask_token,
                    drop_path_rate=float(model_cfg.get('drop_path_rate', 0.0)),
                    layerscale_init=model_cfg.get('layerscale_init', 0.0) or None,
-                   num_registers=int(model_cfg.get('num_registers', 0)), dtype=dtype, attention_impl=model_cfg.get('attention_impl', '') or None)
+                   num_registers=int(model_cfg.get('num_registers', 0)), dtype=dtype,
+                   attention_impl=model_cfg.get('attention_impl', '') or None,
+                   remat=bool(model_cfg.get('remat', False)))
   if name == 'dvae':
     return dvae.DVAE(vocab_size=int(model_cfg.vocab_size), hidden=int(model_cfg.hidden),
                      num_down=int(model_cfg.num_down), blocks=int(model_cfg.blocks),
                      dtype=dtype, conv_general_dilated=_conv(model_cfg))
   return resnet.resnet(name, width=model_cfg.width, stem=model_cfg.stem,
                        stage_sizes=tuple(model_cfg.get('stage_sizes', ()) or ()), dtype=dtype,
-                       conv_general_dilated=_conv(model_cfg))
+                       conv_general_dilated=_conv(model_cfg),
+                       remat=bool(model_cfg.get('remat', False)))
 
 
 def image_size(config) -> int:

@@ -10,6 +10,11 @@ stage widths are `width * 2**i` (times 4 at the output of a bottleneck block).
 Parameters are float32; `dtype` sets the compute dtype (bf16 activations, float32 params).
 BatchNorm uses batch statistics when `train=True`: under `jax.jit` over a batch sharded across
 devices those are statistics of the global batch.
+
+`remat=True` rematerializes each residual block in the backward pass (`flax.linen.remat`): only
+the blocks' inputs are kept from the forward pass, so the activation memory of the step falls
+to about one block's worth plus the block boundaries, for about one more forward pass of compute.
+The values and gradients are the same.
 """
 
 import functools
@@ -82,10 +87,13 @@ class ResNet(nn.Module):
   stem: str = 'imagenet'
   dtype: Any = jnp.float32
   conv_general_dilated: Any = None  # None: lax's; see jssl.models.conv
+  remat: bool = False  # recompute each block in the backward pass (module docstring)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     block_cls = {'basic': BasicBlock, 'bottleneck': BottleneckBlock}[self.block]
+    if self.remat:
+      block_cls = nn.remat(block_cls, static_argnums=(2,))  # (self, x, train): train is static
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
                              conv_general_dilated=self.conv_general_dilated)
     x = jnp.asarray(x, self.dtype)
@@ -110,19 +118,19 @@ class ResNet(nn.Module):
 
 def resnet(name: str = 'resnet18', *, width: int = 64, stem: str = 'imagenet',
            stage_sizes: Sequence[int] = (), dtype: Any = jnp.float32,
-           conv_general_dilated: Any = None) -> ResNet:
+           conv_general_dilated: Any = None, remat: bool = False) -> ResNet:
   """A named ResNet ('resnet_tiny', 'resnet18', 'resnet34', 'resnet50', 'resnet101').
 
   `stage_sizes` (non-empty) overrides the named depth; 'resnet_tiny' is one basic block per
   stage (with width 32: 32-64-128-256 channels), small enough to train on a CPU.
   `conv_general_dilated`: None (lax's) or `jssl.models.conv.conv_general_dilated` (a faster
-  weight gradient on XLA:CPU).
+  weight gradient on XLA:CPU). `remat`: recompute each block in the backward pass.
   """
   if name not in STAGES:
     raise ValueError(f'unknown backbone {name!r}; choose one of {sorted(STAGES)}')
   sizes, block = STAGES[name]
   return ResNet(stage_sizes=tuple(stage_sizes) or sizes, block=block, width=width, stem=stem,
-                dtype=dtype, conv_general_dilated=conv_general_dilated)
+                dtype=dtype, conv_general_dilated=conv_general_dilated, remat=remat)
 
 
 def feature_dim(model: ResNet) -> int:

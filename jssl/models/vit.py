@@ -39,6 +39,9 @@ Stochastic depth: block i drops its residual branches per example with rate
 Params are float32; `dtype` sets the compute dtype, which is also the outputs' dtype (bf16
 activations; softmax and LayerNorm statistics stay float32). `attention_impl='cudnn'` asks
 `jax.nn.dot_product_attention` for cuDNN flash attention on NVIDIA GPUs (default: XLA).
+`remat=True` recomputes each block in the backward pass (`flax.linen.remat`): only the blocks'
+inputs are kept, trading about one more forward pass for the activation memory; the values and
+gradients are the same.
 """
 
 from typing import Any, Optional
@@ -177,6 +180,7 @@ class ViT(nn.Module):
   num_registers: int = 0
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None  # 'cudnn': cuDNN flash attention (NVIDIA GPUs, bf16)
+  remat: bool = False  # recompute each block in the backward pass (module docstring)
 
   @nn.compact
   def __call__(self, images, train: bool = True, *, ids_keep=None, mask=None, token_mask=None):
@@ -223,9 +227,10 @@ class ViT(nn.Module):
                          f'got {jnp.shape(token_mask)}')
       key_mask = jnp.concatenate([jnp.ones((n, skip), bool), jnp.asarray(token_mask, bool)], 1)
     deterministic = not train or not self.has_rng('dropout')
+    block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block  # deterministic
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-      x = Block(self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
+      x = block_cls(self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
                 self.attention_impl, name=f'block{i}')(x, deterministic, key_mask)
     tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
     patch_tokens = tokens[:, skip:]

@@ -1,0 +1,81 @@
+"""`config.model.remat`: recomputing each block in the backward pass changes neither the
+parameter tree, nor the values, nor the gradients, nor BatchNorm's statistics, nor the
+stochastic-depth draws; each block is a jax.checkpoint."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jssl import models
+from jssl.models import vit
+
+
+def _features(out):
+  return out['pooled'] if isinstance(out, dict) else out
+
+
+def _value_and_grads(model, variables, x, **apply_kwargs):
+  """sum(sin(features)), its parameter gradient and the updated batch statistics."""
+  def f(params):
+    out, new = model.apply({**variables, 'params': params}, x, train=True,
+                           mutable=['batch_stats'], **apply_kwargs)
+    return jnp.sum(jnp.sin(_features(out))), new
+  (value, new), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(variables['params'])
+  return value, grads, new
+
+
+def _assert_trees_close(a, b, rtol=1e-4):
+  """Same structure; leaves equal up to float32 round-off (relative to each leaf's scale)."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    y = np.asarray(y)
+    np.testing.assert_allclose(np.asarray(x), y, rtol=rtol, atol=rtol * np.abs(y).max())
+
+
+def test_resnet_remat_same_params_values_gradients_and_batch_stats():
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+  plain = models.resnet('resnet_tiny', width=8, stem='cifar')
+  remat = models.resnet('resnet_tiny', width=8, stem='cifar', remat=True)
+  variables = plain.init(jax.random.key(1), x, train=False)
+  _assert_trees_close(variables, remat.init(jax.random.key(1), x, train=False), 0)
+  v0, g0, s0 = _value_and_grads(plain, variables, x)
+  v1, g1, s1 = _value_and_grads(remat, variables, x)
+  np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g0))  # not trivially 0
+  _assert_trees_close(g1, g0)
+  _assert_trees_close(s1, s0)
+
+
+def test_vit_remat_same_values_gradients_and_drop_path_draws():
+  x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
+  kwargs = dict(width=32, depth=3, num_heads=2, patch_size=4, drop_path_rate=0.5)
+  plain, remat = vit.ViT(**kwargs), vit.ViT(**kwargs, remat=True)
+  variables = plain.init(jax.random.key(1), x, train=False)
+  _assert_trees_close(variables, remat.init(jax.random.key(1), x, train=False), 0)
+  rngs = {'dropout': jax.random.key(2)}
+  v0, g0, _ = _value_and_grads(plain, variables, x, rngs=rngs)
+  v1, g1, _ = _value_and_grads(remat, variables, x, rngs=rngs)
+  no_drop, _, _ = _value_and_grads(plain, variables, x)
+  assert abs(float(no_drop) - float(v0)) > 1e-3  # the drops happened, and remat drew the same
+  np.testing.assert_allclose(float(v1), float(v0), rtol=1e-5)
+  _assert_trees_close(g1, g0)
+
+
+def _gradient_jaxpr(model, x):
+  variables = model.init(jax.random.key(1), x, train=False)
+
+  def f(params):
+    out, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return jnp.sum(jnp.sin(_features(out)))
+  return str(jax.make_jaxpr(jax.grad(f))(variables['params']))
+
+
+def test_remat_wraps_each_block_in_a_checkpoint():
+  """One `checkpoint` (jax.checkpoint) per block with remat, none without. (What it saves is
+  the compiler's: XLA:GPU and TPU recompute; XLA:CPU merges the recomputation with the forward
+  pass, see docs/benchmarks.md.)"""
+  x = jnp.zeros((2, 16, 16, 3))
+  for model, blocks in ((models.resnet('resnet_tiny', width=8, stem='cifar'), 4),
+                        (vit.ViT(width=32, depth=3, num_heads=2, patch_size=4), 3)):
+    assert 'remat' not in _gradient_jaxpr(model, x)
+    assert _gradient_jaxpr(model.clone(remat=True), x).count('remat') == blocks  # remat2[...]
