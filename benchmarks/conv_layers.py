@@ -2,8 +2,8 @@
 
 jssl's path (XLA's forward and input gradient, `jssl.models.conv.weight_gradient` for the
 kernel), two matmul formulations of the same convolution (im2col: one product over the
-concatenated 3x3 window; per tap: nine products accumulated), jssl's Winograd F(2x2, 3x3) passes
-for the 3x3 stride-1 layers (`jssl.models.winograd`), and, when torch is importable, PyTorch's
+concatenated 3x3 window; per tap: nine products accumulated), Winograd F(2x2, 3x3) passes for
+the 3x3 stride-1 layers (benchmarks/winograd.py), and, when torch is importable, PyTorch's
 oneDNN kernels in both layouts, all in one process on the same random arrays:
 
     python benchmarks/conv_layers.py [--batch 256] [--layers l1,l2] [--reps 3]
@@ -18,6 +18,7 @@ the product's share of the im2col forward pass.
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -26,7 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jssl.models import conv as jssl_conv
-from jssl.models import winograd
+
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # loaded by path (tests)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import winograd  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 # name, input height = width, in channels, out channels, kernel, stride, count in ResNet-18.

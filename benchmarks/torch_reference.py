@@ -19,7 +19,6 @@ JSON line, with the process's peak RSS (`peak_rss_mb`): `python -m jssl.bench st
 
 import argparse
 import json
-import resource
 import time
 
 import torch
@@ -206,8 +205,10 @@ def time_step(batch_size=256, image_size=32, steps=3, warmup=1, channels_last=Fa
 
 
 def peak_rss_mb() -> float:
-  """This process's peak resident memory so far, in MB (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  """This process's peak resident memory in MB: Linux's VmHWM, which starts afresh at exec
+  (getrusage's ru_maxrss would carry the launching process's peak over)."""
+  with open('/proc/self/status', encoding='ascii') as status:
+    return next(int(line.split()[1]) for line in status if line.startswith('VmHWM:')) / 1024
 
 
 def main():

@@ -94,24 +94,23 @@ def test_unsupported_convolutions_fall_back_to_lax():
       x, w, (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=NHWC).sum())(w), rtol=1e-5)
 
 
-@pytest.mark.parametrize('impl', ['per_tap', 'winograd'])
-def test_a_resnet_trains_the_same_as_with_xla_convolutions(impl):
-  """Same init, same loss: the ResNet's parameter gradients agree for `impl` and 'xla'."""
+def test_a_resnet_trains_the_same_with_either_weight_gradient():
+  """Same init, same loss: the ResNet's parameter gradients agree for 'per_tap' and 'xla'."""
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
   grads = {}
-  for name in (impl, 'xla'):
-    net = models.resnet('resnet_tiny', width=8, stem='cifar',
-                        conv_general_dilated=conv.for_backend(name, 'cpu'))
+  for impl in ('per_tap', 'xla'):
+    net = models.resnet('resnet_tiny', width=4, stem='cifar',
+                        conv_general_dilated=conv.for_backend(impl, 'cpu'))
     variables = net.init(jax.random.PRNGKey(1), x, train=False)
 
     def loss(params, net=net, variables=variables):
       h, _ = net.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
       return jnp.sum(jnp.sin(h))
 
-    grads[name] = jax.jit(jax.grad(loss))(variables['params'])
+    grads[impl] = jax.jit(jax.grad(loss))(variables['params'])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-               grads[impl], grads['xla'])
-  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads[impl]))
+               grads['per_tap'], grads['xla'])
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads['per_tap']))
 
 
 def test_for_backend_picks_per_tap_on_cpu_only_and_names_a_bad_value():
@@ -119,5 +118,5 @@ def test_for_backend_picks_per_tap_on_cpu_only_and_names_a_bad_value():
   assert conv.for_backend('auto', 'gpu') is None and conv.for_backend('auto', 'tpu') is None
   assert conv.for_backend('xla', 'cpu') is None
   assert conv.for_backend('per_tap', 'gpu') is conv.conv_general_dilated
-  with pytest.raises(ValueError, match='conv_weight_grad.*winograd.*im2col'):
+  with pytest.raises(ValueError, match='conv_weight_grad.*im2col'):
     conv.for_backend('im2col', 'cpu')

@@ -1,6 +1,5 @@
-"""jssl.models.winograd: the Winograd F(2x2, 3x3) convolution and both its gradients against a
-float64 NumPy reference of the direct convolution, and where jssl.models.conv uses it (a whole
-ResNet's gradients with it: tests/test_conv.py)."""
+"""benchmarks/winograd.py: the Winograd F(2x2, 3x3) convolution that benchmarks/conv_layers.py
+times, and both its gradients, against a float64 NumPy reference of the direct convolution."""
 
 import jax
 from jax import lax
@@ -8,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jssl.models import conv, winograd
+import scripts
+
+winograd = scripts.load('winograd')
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -77,21 +78,3 @@ def test_applies_only_to_3x3_stride_1_small_pads():
   assert not winograd.applies((3, 3, 8, 8), (2, 2), ((1, 1), (1, 1)))
   assert not winograd.applies((1, 1, 8, 8), (1, 1), ((0, 0), (0, 0)))
   assert not winograd.applies((3, 3, 8, 8), (1, 1), ((3, 3), (1, 1)))
-
-
-def _jaxpr(fn, *args):
-  """The printed jaxpr, inner (custom_vjp) jaxprs included."""
-  return str(jax.make_jaxpr(fn)(*args))
-
-
-def test_the_winograd_conv_function_routes_only_3x3_stride_1_with_8_or_more_channels():
-  x8, x3 = jnp.ones((2, 8, 8, 8)), jnp.ones((2, 8, 8, 3))
-  w8, w3 = jnp.ones((3, 3, 8, 8)), jnp.ones((3, 3, 3, 8))
-  call = lambda x, w, s: conv.conv_general_dilated_winograd(x, w, (s, s), 'SAME',
-                                                            dimension_numbers=NHWC)
-  assert 'conv_general_dilated' in _jaxpr(lambda x, w: call(x, w, 2), x8, w8)
-  assert 'conv_general_dilated' in _jaxpr(lambda x, w: call(x, w, 1), x3, w3)
-  winograd_jaxpr = _jaxpr(lambda x, w: call(x, w, 1), x8, w8)
-  assert 'conv_general_dilated' not in winograd_jaxpr and 'dot_general' in winograd_jaxpr
-  assert conv.for_backend('winograd', 'cpu') is conv.conv_general_dilated_winograd
-  assert conv.for_backend('winograd', 'gpu') is conv.conv_general_dilated_winograd

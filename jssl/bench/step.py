@@ -69,6 +69,19 @@ def step_flops(compiled) -> float:
   return float((cost or {}).get('flops', 0.0))
 
 
+def peak_rss_mb() -> float:
+  """This process's peak resident memory, in MB: Linux's VmHWM (it starts afresh at exec, where
+  getrusage's ru_maxrss may carry a parent's), else ru_maxrss."""
+  try:
+    with open('/proc/self/status', encoding='ascii') as status:
+      for line in status:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024  # kB
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def step_memory_mb(compiled) -> dict:
   """XLA's buffer sizes of a compiled step in MB ({} where the backend does not report them)."""
   try:
@@ -125,7 +138,7 @@ def measure(config, steps: int = 20, warmup: int = 3) -> dict:
       'step_gflops_per_image': flops / config.batch_size / 1e9 if flops else None,
       'achieved_tflops': flops / step_s / 1e12 if flops else None,
       'loss': float(metrics['loss']),
-      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **memory,
+      'peak_rss_mb': peak_rss_mb(), **memory,
       'device_kind': device.device_kind, 'platform': device.platform,
       'device_count': jax.device_count(),
   }

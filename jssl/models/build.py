@@ -4,8 +4,7 @@
 - a ResNet (`jssl.models.resnet.STAGES` names): width, stem, stage_sizes (() = the name's),
   dtype, remat (default False: recompute each block in the backward pass, for memory),
   conv_weight_grad ('auto': jssl.models.conv's per-tap kernel gradient on CPU, XLA's
-  elsewhere; 'xla'; 'per_tap'; 'winograd': per-tap, and Winograd F(2x2, 3x3) for the 3x3
-  stride-1 convolutions, jssl.models.winograd);
+  elsewhere; 'xla'; 'per_tap');
 - a ViT ('vit_*', jssl.models.vit.VIT_CONFIGS): patch_size, width / depth / num_heads (0: the
   name's), pool, class_token (default True), drop_path_rate, layerscale_init (0: none),
   num_registers (0: none), dtype, remat (as the ResNet's),

@@ -12,9 +12,7 @@ one `[c] x [o]` matrix product per kernel tap (i, j) over a strided slice of the
 accumulated over chunks of the batch small enough for the slices to stay in cache (about 8x
 faster on the layer above). Same values as XLA's gradient up to float rounding (tested).
 Convolutions it does not cover (dilation, feature groups, other layouts) go to
-`lax.conv_general_dilated` unchanged. `conv_general_dilated_winograd` also computes every pass
-of the 3x3 stride-1 convolutions with 8 or more input channels by Winograd F(2x2, 3x3)
-(`jssl.models.winograd`): fewer multiply-adds, as matrix products XLA:CPU runs fast.
+`lax.conv_general_dilated` unchanged.
 """
 
 import functools
@@ -23,8 +21,6 @@ from typing import Sequence
 import jax
 from jax import lax
 import jax.numpy as jnp
-
-from jssl.models import winograd
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Bytes of input rows per chunk of the weight-gradient loop: a cache-sized working set.
@@ -105,9 +101,10 @@ def _is_nhwc(dimension_numbers, lhs_shape, rhs_shape) -> bool:
   return given == expected
 
 
-def _conv_or_winograd(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                      dimension_numbers, feature_group_count, batch_group_count, precision,
-                      preferred_element_type, use_winograd):
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` with the per-tap weight gradient for plain NHWC 2-D convs."""
   plain = (lhs.ndim == 4 and _is_nhwc(dimension_numbers, lhs.shape, rhs.shape)
            and all(d == 1 for d in (lhs_dilation or (1, 1)))
            and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -120,44 +117,18 @@ def _conv_or_winograd(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilat
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
   strides = tuple(int(s) for s in window_strides)
-  pads = _pads(lhs.shape, rhs.shape, strides, padding)
-  if use_winograd and rhs.shape[2] >= 8 and winograd.applies(rhs.shape, strides, pads):
-    return winograd.conv3x3(lhs, rhs, pads)
-  return _conv(lhs, rhs, strides, pads, precision)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         batch_group_count=1, precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated` with the per-tap weight gradient for plain NHWC 2-D convs."""
-  return _conv_or_winograd(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                           dimension_numbers, feature_group_count, batch_group_count, precision,
-                           preferred_element_type, use_winograd=False)
-
-
-def conv_general_dilated_winograd(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                                  rhs_dilation=None, dimension_numbers=None,
-                                  feature_group_count=1, batch_group_count=1, precision=None,
-                                  preferred_element_type=None):
-  """`conv_general_dilated`, with Winograd F(2x2, 3x3) for the 3x3 stride-1 convolutions with
-  8 or more input channels (forward, input and kernel gradient)."""
-  return _conv_or_winograd(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                           dimension_numbers, feature_group_count, batch_group_count, precision,
-                           preferred_element_type, use_winograd=True)
+  return _conv(lhs, rhs, strides, _pads(lhs.shape, rhs.shape, strides, padding), precision)
 
 
 def for_backend(weight_grad: str, backend: str):
   """The conv function for `flax.linen.Conv(conv_general_dilated=...)`: None (XLA's own) or ours.
 
-  `weight_grad`: 'xla' (XLA's gradient), 'per_tap' (ours), 'winograd' (ours, and Winograd
-  F(2x2, 3x3) for every pass of the 3x3 stride-1 convolutions), 'auto' (ours on 'cpu' only: GPU
-  and TPU convolution gradients are fast and ours would be slower there).
+  `weight_grad`: 'xla' (XLA's gradient), 'per_tap' (ours), 'auto' (ours on 'cpu' only: GPU and
+  TPU convolution gradients are fast and ours would be slower there).
   """
-  if weight_grad not in ('auto', 'xla', 'per_tap', 'winograd'):
-    raise ValueError(f"model.conv_weight_grad must be 'auto', 'xla', 'per_tap' or 'winograd', "
-                     f'got {weight_grad!r}')
-  if weight_grad == 'winograd':
-    return conv_general_dilated_winograd
+  if weight_grad not in ('auto', 'xla', 'per_tap'):
+    raise ValueError(f"model.conv_weight_grad must be 'auto', 'xla' or 'per_tap', got "
+                     f'{weight_grad!r}')
   if weight_grad == 'per_tap' or (weight_grad == 'auto' and backend == 'cpu'):
     return conv_general_dilated
   return None

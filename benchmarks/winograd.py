@@ -1,5 +1,9 @@
 """Winograd F(2x2, 3x3) convolution: a 3x3, stride-1 NHWC convolution as 16 matrix products.
 
+A formulation timed by benchmarks/conv_layers.py against XLA:CPU's convolution and jssl's
+per-tap kernel gradient; it is not part of jssl: measured on 2 CPU cores it was no faster over
+the ResNet-18 step and took 1.5x the memory (docs/benchmarks.md).
+
 Lavin & Gray (2016): each 2x2 output tile of a 3x3 correlation is
 
   Y = A^T [(G W G^T) (.) (B^T D B)] A,
