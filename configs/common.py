@@ -7,8 +7,8 @@
               ('cifar' | 'imagenet'), stage_sizes (() = the name's), dtype ('float32' |
               'bfloat16': compute dtype, params stay float32), conv_weight_grad ('auto': the
               per-tap weight gradient of jssl.models.conv on CPU, XLA's elsewhere; 'xla';
-              'per_tap'), remat (recompute each block in the backward pass, for memory on
-              GPU / TPU), mean / std (input normalization),
+              'per_tap'), remat (recompute each block in the backward pass: less memory),
+              mean / std (input normalization),
   method:     name (+ the method's own keys, set by the method file),
   optim:      name ('lars' | 'sgd' | 'adamw' | 'lamb'), lr, lr_scaling ('linear': lr * bs / 256,
               'sqrt': lr * sqrt(bs), 'none'), weight_decay, momentum, nesterov,

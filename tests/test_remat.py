@@ -1,13 +1,14 @@
 """`config.model.remat`: recomputing each block in the backward pass changes neither the
 parameter tree, nor the values, nor the gradients, nor BatchNorm's statistics, nor the
-stochastic-depth draws; each block is a jax.checkpoint."""
+stochastic-depth draws; the ResNet's lowers the step's memory on every backend (CPU included)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jssl import models
-from jssl.models import vit
+from jssl.models import conv, vit
 
 
 def _features(out):
@@ -32,10 +33,13 @@ def _assert_trees_close(a, b, rtol=1e-4):
     np.testing.assert_allclose(np.asarray(x), y, rtol=rtol, atol=rtol * np.abs(y).max())
 
 
-def test_resnet_remat_same_params_values_gradients_and_batch_stats():
+@pytest.mark.parametrize('conv_weight_grad', ['xla', 'per_tap'])
+def test_resnet_remat_same_params_values_gradients_and_batch_stats(conv_weight_grad):
   x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
-  plain = models.resnet('resnet_tiny', width=8, stem='cifar')
-  remat = models.resnet('resnet_tiny', width=8, stem='cifar', remat=True)
+  conv_fn = conv.for_backend(conv_weight_grad, 'cpu')
+  plain = models.resnet('resnet_tiny', width=8, stem='cifar', conv_general_dilated=conv_fn)
+  remat = models.resnet('resnet_tiny', width=8, stem='cifar', conv_general_dilated=conv_fn,
+                        remat=True)
   variables = plain.init(jax.random.key(1), x, train=False)
   _assert_trees_close(variables, remat.init(jax.random.key(1), x, train=False), 0)
   v0, g0, s0 = _value_and_grads(plain, variables, x)
@@ -61,21 +65,31 @@ def test_vit_remat_same_values_gradients_and_drop_path_draws():
   _assert_trees_close(g1, g0)
 
 
-def _gradient_jaxpr(model, x):
+def _gradient(model, x):
+  """The parameter gradient of sum(sin(features)) (a function) and the parameters."""
   variables = model.init(jax.random.key(1), x, train=False)
 
   def f(params):
     out, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
     return jnp.sum(jnp.sin(_features(out)))
-  return str(jax.make_jaxpr(jax.grad(f))(variables['params']))
+  return jax.grad(f), variables['params']
 
 
-def test_remat_wraps_each_block_in_a_checkpoint():
-  """One `checkpoint` (jax.checkpoint) per block with remat, none without. (What it saves is
-  the compiler's: XLA:GPU and TPU recompute; XLA:CPU merges the recomputation with the forward
-  pass, see docs/benchmarks.md.)"""
+def test_resnet_remat_lowers_the_temporaries_of_the_step():
+  """XLA's own count of the compiled gradient's temporaries (activations kept for the backward
+  pass): ResNet-18 at width 16 on 32 images of 32 px measured 56 MB plain, 20 MB with remat."""
+  x = jnp.zeros((32, 32, 32, 3))
+  temp = {}
+  for remat in (False, True):
+    grad, params = _gradient(models.resnet('resnet18', width=16, stem='cifar', remat=remat), x)
+    temp[remat] = jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+  assert temp[True] < 0.6 * temp[False], temp
+
+
+def test_vit_remat_wraps_each_block_in_a_checkpoint():
+  """One jax.checkpoint (`remat2`) per ViT block with remat, none without."""
   x = jnp.zeros((2, 16, 16, 3))
-  for model, blocks in ((models.resnet('resnet_tiny', width=8, stem='cifar'), 4),
-                        (vit.ViT(width=32, depth=3, num_heads=2, patch_size=4), 3)):
-    assert 'remat' not in _gradient_jaxpr(model, x)
-    assert _gradient_jaxpr(model.clone(remat=True), x).count('remat') == blocks  # remat2[...]
+  model = vit.ViT(width=32, depth=3, num_heads=2, patch_size=4)
+  jaxpr = lambda model: str(jax.make_jaxpr(_gradient(model, x)[0])(_gradient(model, x)[1]))
+  assert 'remat' not in jaxpr(model)
+  assert jaxpr(model.clone(remat=True)).count('remat') == 3

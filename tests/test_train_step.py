@@ -20,7 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(method: str):
-  """configs/<method>.py's default preset, shrunk to a 1-block ResNet on 8 px views."""
+  """configs/<method>.py's default preset, shrunk to a 1-block ResNet on 8 px views
+  ('simclr+remat': with the blocks recomputed in the backward pass)."""
+  method, _, option = method.partition('+')
   spec = importlib.util.spec_from_file_location(f'cfg_{method}',
                                                 os.path.join(ROOT, 'configs', f'{method}.py'))
   module = importlib.util.module_from_spec(spec)
@@ -31,6 +33,7 @@ def tiny_config(method: str):
   if method == 'byol':
     c.method.update(pred_hidden_dims=(16,))
   c.data.augment.image_size = 8
+  c.model.remat = option == 'remat'
   return c
 
 
@@ -66,7 +69,7 @@ def _setup(name, n_devices):
   return method, mesh, jax.device_put(host, sharding.replicated(mesh)), train_step
 
 
-@pytest.mark.parametrize('name', ['simclr', 'byol'])
+@pytest.mark.parametrize('name', ['simclr', 'byol', 'simclr+remat'])
 def test_one_device_equals_eight_devices(name):
   assert jax.device_count() >= 8, 'tests/conftest.py sets 8 emulated CPU devices'
   results = {}

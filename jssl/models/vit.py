@@ -39,8 +39,10 @@ Stochastic depth: block i drops its residual branches per example with rate
 Params are float32; `dtype` sets the compute dtype, which is also the outputs' dtype (bf16
 activations; softmax and LayerNorm statistics stay float32). `attention_impl='cudnn'` asks
 `jax.nn.dot_product_attention` for cuDNN flash attention on NVIDIA GPUs (default: XLA).
-`remat=True` recomputes each block in the backward pass (`flax.linen.remat`), as the ResNet's
-(jssl.models.resnet): less activation memory on GPU and TPU, none saved by XLA:CPU.
+`remat=True` recomputes each block in the backward pass (`flax.linen.remat`): the same values
+and gradients, less activation memory where the compiler keeps the recomputation in the
+backward pass (XLA's GPU and TPU schedulers are built to; XLA:CPU merges it with the forward
+pass and saves nothing, see jssl.models.remat, which the ResNet uses instead).
 """
 
 from typing import Any, Optional
