@@ -1,6 +1,6 @@
 """`config.model.remat`: recomputing each block in the backward pass changes neither the
 parameter tree, nor the values, nor the gradients, nor BatchNorm's statistics, nor the
-stochastic-depth draws; the ResNet's lowers the step's memory on every backend (CPU included)."""
+stochastic-depth draws, and it lowers the memory of the step on XLA:CPU too."""
 
 import jax
 import jax.numpy as jnp
@@ -75,21 +75,18 @@ def _gradient(model, x):
   return jax.grad(f), variables['params']
 
 
-def test_resnet_remat_lowers_the_temporaries_of_the_step():
-  """XLA's own count of the compiled gradient's temporaries (activations kept for the backward
-  pass): ResNet-18 at width 16 on 32 images of 32 px measured 56 MB plain, 20 MB with remat."""
+def _temporaries(model, x):
+  grad, params = _gradient(model, x)
+  return jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_remat_lowers_the_temporaries_of_the_step():
+  """XLA's own count of the compiled gradient's temporaries (the activations kept for the
+  backward pass), on XLA:CPU, whose compiler merges flax.linen.remat's recomputation back
+  into the forward pass: ResNet-18 at width 16 on 32 images of 32 px measured 56 MB plain and
+  20 MB with remat."""
   x = jnp.zeros((32, 32, 32, 3))
-  temp = {}
-  for remat in (False, True):
-    grad, params = _gradient(models.resnet('resnet18', width=16, stem='cifar', remat=remat), x)
-    temp[remat] = jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
-  assert temp[True] < 0.6 * temp[False], temp
-
-
-def test_vit_remat_wraps_each_block_in_a_checkpoint():
-  """One jax.checkpoint (`remat2`) per ViT block with remat, none without."""
-  x = jnp.zeros((2, 16, 16, 3))
-  model = vit.ViT(width=32, depth=3, num_heads=2, patch_size=4)
-  jaxpr = lambda model: str(jax.make_jaxpr(_gradient(model, x)[0])(_gradient(model, x)[1]))
-  assert 'remat' not in jaxpr(model)
-  assert jaxpr(model.clone(remat=True)).count('remat') == 3
+  for model in (models.resnet('resnet18', width=16, stem='cifar'),
+                vit.ViT(width=64, depth=6, num_heads=2, patch_size=4)):
+    plain, remat = _temporaries(model, x), _temporaries(model.clone(remat=True), x)
+    assert remat < 0.6 * plain, (type(model).__name__, remat, plain)

@@ -1,8 +1,10 @@
 """Rematerialization that every XLA backend honours: a block recomputed in the backward pass.
 
-`remat_call(block, unbound, x, train)` calls the Flax module `block` (a ResNet block, with
-BatchNorm state) on `x` and keeps only `x` (and the parameters) for the backward pass, where it
-runs the block again and differentiates that run. The recomputation starts from
+`remat_call(block, unbound, x, *args)` calls the Flax module `block` (a ResNet block with its
+BatchNorm state, a ViT block) as `block(x, *args)` and keeps only `x` (and the variables) for
+the backward pass, where it runs the block again and differentiates that run. `args` are not
+differentiated: flags, masks, PRNG keys (a block's randomness must come in through them, so
+that the recomputation draws the same). The recomputation starts from
 
   x_re = x + 0 * g[0]
 
@@ -24,14 +26,14 @@ def _tie_to(x, g):
   return x + jnp.zeros((), x.dtype) * jnp.ravel(g)[0].astype(x.dtype)
 
 
-def remat_call(block: nn.Module, unbound: nn.Module, x, train: bool):
-  """`block(x, train)`, recomputed from `x` in the backward pass (module docstring)."""
+def remat_call(block: nn.Module, unbound: nn.Module, x, *args):
+  """`block(x, *args)`, recomputed from `x` in the backward pass (module docstring)."""
 
   def run(mdl, x):
-    return mdl(x, train)
+    return mdl(x, *args)
 
   def forward(mdl, x):
-    return mdl(x, train), (mdl.variables, x)
+    return mdl(x, *args), (mdl.variables, x)
 
   def backward(residuals, g):
     variables, x = residuals
@@ -39,7 +41,7 @@ def remat_call(block: nn.Module, unbound: nn.Module, x, train: bool):
     state = [c for c in variables if c != 'params']  # e.g. batch_stats: updated, discarded
 
     def apply(params, x):
-      out = unbound.apply({**variables, 'params': params}, x, train, mutable=state or False)
+      out = unbound.apply({**variables, 'params': params}, x, *args, mutable=state or False)
       return out[0] if state else out
 
     _, vjp = jax.vjp(apply, variables['params'], _tie_to(x, g))

@@ -39,10 +39,8 @@ Stochastic depth: block i drops its residual branches per example with rate
 Params are float32; `dtype` sets the compute dtype, which is also the outputs' dtype (bf16
 activations; softmax and LayerNorm statistics stay float32). `attention_impl='cudnn'` asks
 `jax.nn.dot_product_attention` for cuDNN flash attention on NVIDIA GPUs (default: XLA).
-`remat=True` recomputes each block in the backward pass (`flax.linen.remat`): the same values
-and gradients, less activation memory where the compiler keeps the recomputation in the
-backward pass (XLA's GPU and TPU schedulers are built to; XLA:CPU merges it with the forward
-pass and saves nothing, see jssl.models.remat, which the ResNet uses instead).
+`remat=True` recomputes each block in the backward pass (`jssl.models.remat`): the same values,
+gradients and stochastic-depth draws, less activation memory.
 """
 
 from typing import Any, Optional
@@ -51,6 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jssl.models import remat as remat_lib
 from jssl.models.pos_embed import sincos_2d
 
 VIT_CONFIGS = {
@@ -148,7 +147,8 @@ class Block(nn.Module):
   attention_impl: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, deterministic: bool = True, key_mask=None):
+  def __call__(self, x, deterministic: bool = True, key_mask=None, dropout_key=None):
+    """`dropout_key`: the stochastic-depth key of this block (default: the 'dropout' rng)."""
     d = x.shape[-1]
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
     branches = (
@@ -156,12 +156,15 @@ class Block(nn.Module):
             y, key_mask)),
         ('2', lambda y: Mlp(int(d * self.mlp_ratio), self.dtype, name='mlp')(y)),
     )
-    for i, branch in branches:
+    dropping = self.drop_path_rate > 0 and not deterministic
+    if dropping:
+      keys = jax.random.split(self.make_rng('dropout') if dropout_key is None else dropout_key)
+    for b, (i, branch) in enumerate(branches):
       y = branch(norm(f'norm{i}')(x))
       if self.layerscale_init is not None:
         y = LayerScale(self.layerscale_init, name=f'ls{i}')(y)
-      if self.drop_path_rate > 0 and not deterministic:
-        y = drop_path(y, self.drop_path_rate, self.make_rng('dropout'))
+      if dropping:
+        y = drop_path(y, self.drop_path_rate, keys[b])
       x = x + y
     return x
 
@@ -228,11 +231,17 @@ class ViT(nn.Module):
                          f'got {jnp.shape(token_mask)}')
       key_mask = jnp.concatenate([jnp.ones((n, skip), bool), jnp.asarray(token_mask, bool)], 1)
     deterministic = not train or not self.has_rng('dropout')
-    block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block  # deterministic
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-      x = block_cls(self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
-                self.attention_impl, name=f'block{i}')(x, deterministic, key_mask)
+      args = (self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
+              self.attention_impl)
+      block = Block(*args, name=f'block{i}')
+      key = self.make_rng('dropout') if rate > 0 and not deterministic else None
+      if self.remat:
+        x = remat_lib.remat_call(block, Block(*args, parent=None), x, deterministic, key_mask,
+                                 key)
+      else:
+        x = block(x, deterministic, key_mask, key)
     tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
     patch_tokens = tokens[:, skip:]
     pooled = {'cls': lambda: tokens[:, 0], 'mean': lambda: jnp.mean(patch_tokens, axis=1),
