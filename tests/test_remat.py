@@ -90,3 +90,21 @@ def test_remat_lowers_the_temporaries_of_the_step():
                 vit.ViT(width=64, depth=6, num_heads=2, patch_size=4)):
     plain, remat = _temporaries(model, x), _temporaries(model.clone(remat=True), x)
     assert remat < 0.6 * plain, (type(model).__name__, remat, plain)
+
+
+def test_mae_remat_reaches_the_decoder_blocks():
+  """config.model.remat recomputes the MAE decoder's blocks too: same loss and gradients."""
+  from jssl.models.mae_decoder import MAEDecoder  # pylint: disable=g-import-not-at-top
+  tokens = jax.random.normal(jax.random.key(0), (2, 5, 16))
+  ids_restore = jnp.tile(jnp.arange(16)[::-1], (2, 1))
+  kwargs = dict(width=16, depth=2, num_heads=2, patch_size=4)
+  plain, remat = MAEDecoder(**kwargs), MAEDecoder(**kwargs, remat=True)
+  variables = plain.init(jax.random.key(1), tokens, ids_restore, (4, 4))
+  grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply({'params': p}, tokens, ids_restore,
+                                                            (4, 4)))))(variables['params'])
+           for m in (plain, remat)]
+  _assert_trees_close(grads[1], grads[0])
+  jaxpr = lambda m: str(jax.make_jaxpr(lambda p: m.apply({'params': p}, tokens, ids_restore,
+                                                          (4, 4)))(variables['params']))
+  assert 'custom_vjp_call' not in jaxpr(plain)
+  assert jaxpr(remat).count('custom_vjp_call') == 2  # one per decoder block

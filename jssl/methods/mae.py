@@ -135,7 +135,8 @@ def from_config(config, total_steps: int = 0) -> MAE:
   decoder = MAEDecoder(width=m.decoder_width, depth=m.decoder_depth,
                        num_heads=m.decoder_num_heads, patch_size=encoder.patch_size,
                        mlp_ratio=encoder.mlp_ratio, class_token=encoder.class_token,
-                       dtype=encoder.dtype, attention_impl=encoder.attention_impl)
+                       dtype=encoder.dtype, attention_impl=encoder.attention_impl,
+                       remat=encoder.remat)  # config.model.remat: every transformer block
   return MAE(encoder=encoder, decoder=decoder, image_size=models.image_size(config),
              mask_ratio=float(m.mask_ratio), norm_pix_loss=bool(m.norm_pix_loss),
              mean=tuple(model.mean), std=tuple(model.std))

@@ -6,7 +6,8 @@ when `class_token`) -> `pred [N, L, p*p*C]` for every patch, in the row-major or
   linear embed to `width` -> append `L - L_keep` copies of a learned mask token and unshuffle
   them with `ids_restore` -> add fixed 2-D sin-cos position embeddings (zero for CLS) ->
   `depth` pre-norm ViT blocks -> LayerNorm -> linear to p*p*C -> drop CLS.
-Init as MAE: Dense xavier_uniform, biases zero, mask token normal(0.02).
+Init as MAE: Dense xavier_uniform, biases zero, mask token normal(0.02). `remat=True`
+recomputes each block in the backward pass (jssl.models.remat), as the encoder's.
 MAE's ImageNet decoder: width 512, depth 8, 16 heads.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jssl.models import remat as remat_lib
 from jssl.models.pos_embed import sincos_2d
 from jssl.models.vit import Block, dense_init, token_init
 
@@ -30,6 +32,7 @@ class MAEDecoder(nn.Module):
   class_token: bool = True
   dtype: Any = jnp.float32
   attention_impl: Optional[str] = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens, ids_restore, grid: Tuple[int, int], train: bool = True):
@@ -48,9 +51,9 @@ class MAEDecoder(nn.Module):
     x_ = jnp.take_along_axis(x_, jnp.asarray(ids_restore)[..., None], axis=1)  # unshuffle
     x = jnp.concatenate([x[:, :prefix], x_], axis=1)
     x = x + jnp.asarray(sincos_2d(self.width, gh, gw, cls_token=self.class_token), x.dtype)
+    args = (self.num_heads, self.mlp_ratio, 0.0, None, self.dtype, self.attention_impl)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, 0.0, None, self.dtype, self.attention_impl,
-                name=f'block{i}')(x, True)
+      x = remat_lib.block_call(self.remat, Block, args, f'block{i}', x, True)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
     p = self.patch_size
     x = nn.Dense(p * p * self.out_channels, kernel_init=dense_init, dtype=self.dtype,

@@ -111,11 +111,8 @@ class ResNet(nn.Module):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         args = (self.width * 2**i, strides, self.dtype, self.conv_general_dilated)
-        block = block_cls(*args, name=f'stage{i + 1}_block{j + 1}')
-        if self.remat:
-          x = remat_lib.remat_call(block, block_cls(*args, parent=None), x, train)
-        else:
-          x = block(x, train)
+        x = remat_lib.block_call(self.remat, block_cls, args, f'stage{i + 1}_block{j + 1}', x,
+                                 train)
     return jnp.mean(x, axis=(1, 2))
 
 

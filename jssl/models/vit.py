@@ -235,13 +235,9 @@ class ViT(nn.Module):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       args = (self.num_heads, self.mlp_ratio, rate, self.layerscale_init, self.dtype,
               self.attention_impl)
-      block = Block(*args, name=f'block{i}')
       key = self.make_rng('dropout') if rate > 0 and not deterministic else None
-      if self.remat:
-        x = remat_lib.remat_call(block, Block(*args, parent=None), x, deterministic, key_mask,
-                                 key)
-      else:
-        x = block(x, deterministic, key_mask, key)
+      x = remat_lib.block_call(self.remat, Block, args, f'block{i}', x, deterministic, key_mask,
+                               key)
     tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x)
     patch_tokens = tokens[:, skip:]
     pooled = {'cls': lambda: tokens[:, 0], 'mean': lambda: jnp.mean(patch_tokens, axis=1),
