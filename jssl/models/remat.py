@@ -11,7 +11,7 @@ that the recomputation draws the same). The recomputation starts from
 (g the output cotangent): the same value, but it cannot run before the cotangent exists, nor be
 merged with the forward pass. `flax.linen.remat` relies on optimization barriers for that, which
 XLA:CPU drops: it then computes the recomputation with the forward pass and keeps everything
-(the ResNet-18 SimCLR step's temporaries grew from 4.12 to 4.35 GB with it). Values and
+(measured in docs/benchmarks.md, "Memory"). Values and
 gradients equal the plain block's; the updated BatchNorm statistics come from the forward run.
 `unbound` is the same block unbound (`parent=None`), applied to the saved variables.
 `block_call(remat, block_cls, args, name, x, *call_args)` builds the named block inside the
@@ -39,7 +39,6 @@ def remat_call(block: nn.Module, unbound: nn.Module, x, *args):
 
   def backward(residuals, g):
     variables, x = residuals
-
     state = [c for c in variables if c != 'params']  # e.g. batch_stats: updated, discarded
 
     def apply(params, x):
