@@ -1,6 +1,7 @@
 """ViT backbone: shapes, sin-cos positions, MAE / SimMIM masking, init, bf16, drop path, jit."""
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -10,7 +11,8 @@ import pytest
 
 from jssl.losses.masked import patchify
 from jssl.models.pos_embed import sincos_2d
-from jssl.models.vit import VIT_CONFIGS, Block, LayerScale, ViT, drop_path, vit, vit_config
+from jssl.models.vit import (VIT_CONFIGS, Block, LayerScale, ViT, drop_path, gelu, vit,
+                             vit_config)
 
 P, S, D = 4, 32, 64  # patch, image size, width: an 8x8 grid, L = 64
 L = (S // P)**2
@@ -309,6 +311,16 @@ def test_token_mask_equals_the_encoder_on_the_visible_patches_alone():
   np.testing.assert_allclose(masked['tokens'][:, 0], alone['tokens'][:, 0], atol=2e-5)  # CLS
   everything = model.apply(variables, x, False)
   assert np.abs(np.asarray(everything['tokens'][:, 0] - masked['tokens'][:, 0])).max() > 1e-3
+  # Gathered slots with a validity mask (I-JEPA's fixed-length context): padding slots change
+  # nothing the valid ones give.
+  padded = np.concatenate([kept, [[1, 2], [0, 5], [9, 3]]], axis=1)
+  valid = np.arange(7) < 5
+  gathered = model.apply(variables, x, False, ids_keep=jnp.asarray(padded),
+                         token_mask=jnp.broadcast_to(valid, (3, 7)))
+  np.testing.assert_allclose(gathered['patch_tokens'][:, :5], alone['patch_tokens'], atol=2e-5)
+  np.testing.assert_allclose(gathered['tokens'][:, 0], alone['tokens'][:, 0], atol=2e-5)
+  with pytest.raises(ValueError, match='shape of ids_keep'):
+    model.apply(variables, x, False, ids_keep=jnp.asarray(padded), token_mask=visible)
 
 
 def test_register_tokens_join_the_blocks_but_not_the_patch_outputs():
@@ -325,3 +337,18 @@ def test_register_tokens_join_the_blocks_but_not_the_patch_outputs():
   shifted['params']['registers'] = variables['params']['registers'] + 1.0
   assert np.abs(np.asarray(model.apply(shifted, x, False)['patch_tokens']
                            - out['patch_tokens'])).max() > 1e-5  # 0 if they were left out
+
+
+def test_gelu_is_the_exact_gelu_to_float32_round_off():
+  """jssl's erf form of the exact GELU against a float64 x * Phi(x), and against flax's erfc form,
+  values and gradients; far from the tanh approximation."""
+  x = np.linspace(-12, 12, 4001).astype(np.float32)
+  want = np.array([0.5 * v * math.erfc(-v / math.sqrt(2)) for v in x.astype(np.float64)])
+  got = np.asarray(jax.jit(gelu)(x), np.float64)
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+  np.testing.assert_allclose(got, np.asarray(nn.gelu(x, approximate=False)), rtol=0, atol=2e-6)
+  grad = np.asarray(jax.jit(jax.vmap(jax.grad(gelu)))(x), np.float64)
+  phi = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
+  cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x.astype(np.float64)])
+  np.testing.assert_allclose(grad, cdf + x * phi, rtol=0, atol=1e-6)
+  assert np.abs(got - np.asarray(nn.gelu(x, approximate=True))).max() > 1e-4

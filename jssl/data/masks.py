@@ -6,8 +6,9 @@ Convention: 1 = masked (hidden from the encoder / to be predicted), 0 = visible.
   (Xie et al., 2022; their `MaskGenerator`).
 - `beit_mask`: BEiT's block-wise mask (Bao et al., 2022; their `MaskingGenerator`).
 - `ibot_mask`: iBOT's block-wise masks with a per-image prediction ratio (Zhou et al., 2022).
-- `ijepa_masks`: I-JEPA's context block and target blocks (Assran et al., 2023).
-All take a batch size and return a batch.
+- `ijepa_masks`: I-JEPA's context block and target blocks (Assran et al., 2023), and
+  `ijepa_indices`, their patches as fixed-length index lists for gathering.
+All but `ijepa_indices` take a batch size and return a batch.
 The host (tf.data) versions with the same algorithms are in `masks_tf`.
 """
 
@@ -160,10 +161,12 @@ def _block_masks(rng: jax.Array, grid: Tuple[int, int], target: jax.Array, cap: 
 #   largest possible targets leave `min_context` patches outside them, so every context holds at
 #   least `min_context` patches and never a target patch.
 # Differences from I-JEPA's collator, which draws one block size per batch (its sequences must
-# have one length) and cuts every mask to the batch's smallest count: here sizes are per image and
-# nothing is cut (the masks are [B, L] booleans for the ViT's `token_mask`); scale and aspect are
-# two independent uniforms (the collator reuses one for both); a block may touch the last row and
-# column, and the context block may cover the whole grid.
+# have one length) and cuts every mask to the batch's smallest count, keeping its first patches in
+# raster order: here sizes are per image and the masks are [B, L] booleans; `ijepa_indices` turns
+# them into fixed-length index lists, cutting a context only when it has more patches than the
+# list holds, and then to a uniformly random subset. Scale and aspect are two independent
+# uniforms (the collator reuses one for both); a block may touch the last row and column, and the
+# context block may cover the whole grid.
 
 # Context draws per image before the fallback to the whole image minus the targets.
 IJEPA_CONTEXT_ATTEMPTS = 20
@@ -277,6 +280,41 @@ def ijepa_masks(rng: jax.Array, batch_size: int, grid: Tuple[int, int], *, num_t
   chosen = jnp.take_along_axis(draws, first[:, None, None], axis=1)[:, 0]
   context = jnp.where(jnp.any(ok, axis=1)[:, None], chosen, free)
   return context, targets
+
+
+def ijepa_indices(rng: jax.Array, context: jax.Array, targets: jax.Array, context_tokens: int,
+                  target_tokens: int):
+  """I-JEPA's masks as fixed-length patch index lists, for gathering (static shapes under jit).
+
+  Args:
+    rng: a JAX PRNG key (which context patches to keep when an image has too many).
+    context: bool `[B, L]`; targets: bool `[B, T, L]` (`ijepa_masks`).
+    context_tokens: K, the context slots per image: an image with more than K context patches
+      keeps a uniformly random K of them; one with fewer is padded.
+    target_tokens: M, the slots per target block: at least the largest block's area
+      (`ijepa_max_block_area`), so every target patch gets a slot.
+
+  Returns:
+    context_ids `[B, K]` int32 and context_valid `[B, K]` bool: the kept context patches in raster
+    order, the padding slots (other patches) marked False; target_ids `[B, T, M]` int32 and
+    target_valid `[B, T, M]` bool: each block's patches in raster order, then padding.
+  """
+  num = jnp.shape(context)[-1]
+  if not 1 <= context_tokens <= num or not 1 <= target_tokens <= num:
+    raise ValueError(f'ijepa_indices: context_tokens and target_tokens must be in [1, L={num}], '
+                     f'got {context_tokens} and {target_tokens}')
+  context = jnp.asarray(context, bool)
+  targets = jnp.asarray(targets, bool)
+  order = jnp.arange(num, dtype=jnp.int32)
+  # Context patches first, in a random order (a uniform random subset survives the cut), then the
+  # others; the kept slots are then put back in raster order.
+  key = jnp.where(context, jax.random.uniform(rng, context.shape), 1.0 + order / num)
+  context_ids = jnp.sort(jnp.argsort(key, axis=-1)[:, :context_tokens], axis=-1)
+  context_valid = jnp.take_along_axis(context, context_ids, axis=-1)
+  target_ids = jnp.argsort(jnp.where(targets, 0, num) + order, axis=-1)[..., :target_tokens]
+  target_valid = jnp.take_along_axis(targets, target_ids, axis=-1)
+  return (context_ids.astype(jnp.int32), context_valid, target_ids.astype(jnp.int32),
+          target_valid)
 
 
 # ------------------------------------------------------------------------------------------ iBOT

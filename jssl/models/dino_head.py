@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jssl.models import vit
+
 # PyTorch's nn.Linear default: kaiming_uniform(a=sqrt(5)) = uniform(+-1/sqrt(fan_in)).
 torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
@@ -63,7 +65,7 @@ class DINOHead(nn.Module):
       if self.use_bn:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name=f'bn{i + 1}')(x)
-      x = nn.gelu(x, approximate=False)
+      x = vit.gelu(x)
     x = dense(self.bottleneck_dim, f'dense{n}')(x)
     x = l2_normalize(x)
     return WeightNormDense(self.out_dim, self.norm_last_layer, name='last_layer')(x)

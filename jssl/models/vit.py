@@ -25,10 +25,11 @@ Masking (keyword arguments):
   embedding, go through the blocks (CLS prepended).
 - `mask: [N, L]` bool or float, 1 = masked (SimMIM, BEiT; needs `use_mask_token=True`): patch
   embeddings become `e * (1 - m) + mask_token * m` before position embedding; all tokens go on.
-- `token_mask: [N, L]` bool, True = the patch takes part (I-JEPA's context block): every token
-  attends only to the CLS / register tokens and the patches with True; the others still get
-  outputs (ignore them). Static shapes with a per-example number of visible patches, exactly
-  the encoder on the visible patches alone.
+- `token_mask: [N, L]` bool, True = the patch takes part: every token attends only to the CLS /
+  register tokens and the patches with True; the others still get outputs (ignore them). Static
+  shapes with a per-example number of visible patches, exactly the encoder on the visible
+  patches alone. With `ids_keep` it is `[N, L_keep]` and marks which gathered patches take part
+  (I-JEPA's context: a fixed number of gathered slots, the unused ones padding).
 
 Init (MAE / BEiT): Dense kernels xavier_uniform (qkv as one fused `[D, 3D]` matrix), biases zero;
 the patch kernel xavier_uniform on its `[p*p*C, D]` view; CLS and mask tokens normal(0.02);
@@ -108,6 +109,17 @@ class Attention(nn.Module):
         jnp.reshape(y, (n, t, d)))
 
 
+def gelu(x):
+  """The exact GELU, `x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))`, through `lax.erf`.
+
+  The same function as `flax.linen.gelu(x, approximate=False)` (which goes through erfc) to
+  float32 round-off (absolute differences under 2e-6 over [-12, 12], gradients under 3e-7), and
+  about 3x faster on XLA:CPU, where erf is one polynomial and erfc an exponential and a
+  division (benchmarks/vit_ops.py). Not the tanh approximation.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
 class Mlp(nn.Module):
   """Dense(hidden) -> exact GELU -> Dense(D)."""
   hidden: int
@@ -116,7 +128,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.Dense(self.hidden, kernel_init=dense_init, dtype=self.dtype, name='fc1')(x)
-    y = nn.gelu(y, approximate=False)
+    y = gelu(y)
     return nn.Dense(x.shape[-1], kernel_init=dense_init, dtype=self.dtype, name='fc2')(y)
 
 
@@ -226,8 +238,9 @@ class ViT(nn.Module):
     skip = int(self.class_token) + self.num_registers
     key_mask = None
     if token_mask is not None:
-      if ids_keep is not None or jnp.shape(token_mask) != (n, gh * gw):
-        raise ValueError(f'ViT: token_mask must be [N, L] = {(n, gh * gw)} (without ids_keep), '
+      want = (n, gh * gw) if ids_keep is None else tuple(jnp.shape(ids_keep))
+      if jnp.shape(token_mask) != want:
+        raise ValueError(f'ViT: token_mask must be {want} ([N, L], or the shape of ids_keep), '
                          f'got {jnp.shape(token_mask)}')
       key_mask = jnp.concatenate([jnp.ones((n, skip), bool), jnp.asarray(token_mask, bool)], 1)
     deterministic = not train or not self.has_rng('dropout')
