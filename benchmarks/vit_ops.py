@@ -93,9 +93,10 @@ def jax_timings(n, t, d, h, reps, chosen=()):
     y = apply(params, *xs)
     g = jnp.asarray(rng.standard_normal(y.shape, np.float32))
     fwd = jax.jit(apply)
-    # Gradients with respect to every input and every parameter, as a train step needs.
-    bwd = jax.jit(jax.grad(lambda p, *a, apply=apply, g=g: jnp.vdot(apply(p, *a), g),
-                           argnums=tuple(range(len(xs) + 1))))
+    # The forward pass and the gradients with respect to every input and every parameter, as a
+    # train step needs (value_and_grad: for a linear op, grad alone would skip the forward).
+    bwd = jax.jit(jax.value_and_grad(lambda p, *a, apply=apply, g=g: jnp.vdot(apply(p, *a), g),
+                                     argnums=tuple(range(len(xs) + 1))))
     out[f'jax_{name}_fwd'] = median_ms(lambda: fwd(params, *xs), reps)
     out[f'jax_{name}_fwdbwd'] = median_ms(lambda: bwd(params, *xs), reps)
   return out
