@@ -331,7 +331,7 @@ def test_presets():
     method = methods.build(c, 1000, 100)
     assert method.encoder.class_token is False and method.tau_end == 1.0
   c30 = get_config('cifar10_cpu')
-  assert (c30.total_steps, c30.batch_size, c30.data.source) == (900, 256, 'tfds:cifar10')
+  assert (c30.total_steps, c30.batch_size, c30.data.source) == (1300, 256, 'tfds:cifar10')
   assert (c30.method.context_tokens, t.method.context_tokens) == (32, 32)
   assert get_config('imagenet').method.context_tokens == 0  # nothing cut
   i = get_config('imagenet')
