@@ -81,7 +81,8 @@ def kernel_grad_im2col(x, g, k, stride, pads):
 
 
 def median_ms(fn, reps: int) -> float:
-  fn()
+  """Median wall milliseconds of `fn()` (its result waited for) over `reps` calls after one."""
+  jax.block_until_ready(fn())
   times = []
   for _ in range(reps):
     start = time.perf_counter()

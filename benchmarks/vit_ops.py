@@ -19,8 +19,7 @@ and a Markdown table (milliseconds, medians).
 
 import argparse
 import os
-import statistics
-import time
+import sys
 
 import flax.linen as nn
 import jax
@@ -29,18 +28,11 @@ import numpy as np
 
 from jssl.models import vit
 
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # loaded by path (tests)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conv_layers import median_ms  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 DEFAULT_SHAPES = ('256,17,192,3', '256,65,256,8')
-
-
-def median_ms(fn, reps: int) -> float:
-  """Median wall milliseconds of `fn()` (its result waited for) over `reps` calls after one."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
 
 
 def attention_einsum(q, k, v):
