@@ -1,6 +1,6 @@
 """The CIFAR-10 results table: every joint-embedding method's `cifar10_cpu` preset, one protocol.
 
-    python benchmarks/cifar10_cpu.py --data DIR [--methods all|simclr,dino,...] [--seeds 1]
+    python benchmarks/cifar10_cpu.py --data DIR [--methods all|none|simclr,dino,...] [--seeds 1]
         [--out runs/cifar10_cpu] [--docs docs] [--holdout 0]
 
 `--data` holds train/ and test/ class folders (CIFAR-10 as JPEG files, one folder per class).
@@ -13,8 +13,11 @@ an interrupted run resumes from its last checkpoint. Raw-pixel kNN, the floor ev
 beat, is measured once by `python -m jssl.eval` on the first finished run (OUT/baselines.json).
 
 The table is made of every finished run under OUT, whatever command made it (so
-`--methods simclr,byol --seeds 3` adds seeds to those rows): mean ± std over seeds where there
-are several. Each run records its wall time and whether its cores were idle: the CPU time the
+`--methods simclr,byol --seeds 3` adds seeds to those rows), and of the runs recorded in
+DOCS/results/: mean ± std over seeds where there are several. Each finished run's figures are
+saved there as METHOD.json (one record per seed; a run under OUT replaces the record of its
+seed), and raw-pixel kNN as baselines.json, so the table can be rebuilt, and extended one
+method at a time, on a machine that no longer has the runs. Each run records its wall time and whether its cores were idle: the CPU time the
 rest of the machine used during the run (from /proc/stat, less the run's own), in cores; above
 0.1 cores a row is marked busy.
 
@@ -137,15 +140,62 @@ def finished_runs(out: str) -> dict:
     if not os.path.isdir(folder):
       continue
     for seed_dir in sorted(os.listdir(folder)):
-      final = os.path.join(folder, seed_dir, 'final.json')
+      workdir = os.path.join(folder, seed_dir)
+      final = os.path.join(workdir, 'final.json')
       if os.path.exists(final):
         result = json.load(open(final))
-        timing = os.path.join(folder, seed_dir, 'timing.json')
+        timing = os.path.join(workdir, 'timing.json')
         if os.path.exists(timing):
           result.update(json.load(open(timing)))
-        result['workdir'] = os.path.join(folder, seed_dir)
+        config = os.path.join(workdir, 'config.json')
+        if os.path.exists(config):
+          result['batch_size'] = json.load(open(config))['batch_size']
+        result['seed'] = int(seed_dir.removeprefix('seed'))
+        result['date'] = time.strftime('%Y-%m-%d', time.gmtime(os.path.getmtime(final)))
+        result['workdir'] = workdir
         rows.setdefault(method, []).append(result)
   return rows
+
+
+# What a record in DOCS/results/METHOD.json keeps of a run: enough to rebuild its row.
+RECORD_KEYS = ('seed', 'step', 'batch_size', 'wall_s', 'other_cores', 'cores_idle',
+               'images_per_s', 'knn_top1_random_init', 'knn_top1', 'knn_top1_k20',
+               'knn_top1_k200', 'linear_top1', 'effective_rank', 'date', 'machine', 'command')
+
+
+def recorded_runs(docs: str) -> dict:
+  """{method: [record of each seed]} from DOCS/results/METHOD.json, in table order."""
+  rows = {}
+  for method in METHODS:
+    path = os.path.join(docs, 'results', f'{method}.json')
+    if os.path.exists(path):
+      try:
+        records = json.load(open(path))
+        assert isinstance(records, list) and all('seed' in r and 'step' in r for r in records)
+      except (ValueError, AssertionError) as e:
+        raise SystemExit(f'{path}: not a list of run records with "seed" and "step" ({e})')
+      rows[method] = records
+  return rows
+
+
+def save_records(rows: dict, docs: str) -> dict:
+  """Writes each method's finished runs into DOCS/results/METHOD.json (replacing the records of
+  the same seeds, keeping the others); returns every recorded run, in table order."""
+  os.makedirs(os.path.join(docs, 'results'), exist_ok=True)
+  recorded = recorded_runs(docs)
+  for method, results in rows.items():
+    by_seed = {r['seed']: r for r in recorded.get(method, [])}
+    for r in results:
+      record = {k: r[k] for k in RECORD_KEYS if k in r}
+      record['cores_idle'] = r.get('other_cores', 1.0) <= IDLE_CORES
+      record['machine'] = r.get('machine', machine())
+      if 'command' in record:
+        record['command'] = shown_command('python', record['command'].split(), PATH_FLAGS)
+      by_seed[r['seed']] = record
+    with open(os.path.join(docs, 'results', f'{method}.json'), 'w') as f:
+      json.dump([by_seed[s] for s in sorted(by_seed)], f, indent=1)
+      f.write('\n')
+  return recorded_runs(docs)
 
 
 def _stat(values, scale=1.0, digits=2):
@@ -166,9 +216,8 @@ def table(rows: dict, pixels: float, num_train: int) -> str:
   for method, results in rows.items():
     get = lambda key: [r.get(key) for r in results]  # noqa: E731
     steps = results[0]['step']
-    config = json.load(open(os.path.join(results[0]['workdir'], 'config.json')))
-    epochs = steps * config['batch_size'] / num_train
-    idle = all(r.get('other_cores', 1.0) <= IDLE_CORES for r in results)
+    epochs = steps * results[0]['batch_size'] / num_train
+    idle = all(r.get('cores_idle', r.get('other_cores', 1.0) <= IDLE_CORES) for r in results)
     after = [r.get('knn_top1_k20', r.get('knn_top1')) for r in results]
     lines.append(
         f'| {method} | cifar10_cpu | {len(results)} | {steps} | {epochs:.1f} | '
@@ -206,15 +255,23 @@ def plot(rows: dict, pixels: float, path: str) -> None:
   plt.close(fig)
 
 
+# The flags of a run's command that hold this machine's paths, left out of what is shown.
+PATH_FLAGS = ('--data', '--out', '--docs', '--workdir', '--config.data.source',
+              '--config.data.eval_source')
+
+
 def shown_command(head: str, argv: list, path_flags: tuple) -> str:
   """`head` and `argv` less the machine's paths (`--flag VALUE` / `--flag=VALUE` of
-  `path_flags`): the command a report shows."""
+  `path_flags`; a `--config=PATH` is shown relative to the repository): the command a report
+  shows."""
   shown, skip = [], False
   for a in argv:
     if skip:
       skip = False
     elif a in path_flags:
       skip = True
+    elif a.startswith('--config=' + ROOT + os.sep):
+      shown.append('--config=' + a[len('--config=' + ROOT + os.sep):])
     elif not a.startswith(tuple(f + '=' for f in path_flags)):
       shown.append(a)
   return ' '.join([head] + shown)
@@ -256,7 +313,8 @@ def write_report(rows: dict, base: dict, num_train: int, path: str, command: str
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True, help='folder with train/ and test/')
-  parser.add_argument('--methods', default='all')
+  parser.add_argument('--methods', default='all',
+                      help='all, none (rebuild the table from the records only) or a list')
   parser.add_argument('--seeds', type=int, default=1)
   parser.add_argument('--out', default='runs/cifar10_cpu')
   parser.add_argument('--docs', default=os.path.join(ROOT, 'docs'))
@@ -266,7 +324,7 @@ def main(argv):
   for split in ('train', 'test'):
     if not os.path.isdir(os.path.join(args.data, split)):
       parser.error(f'--data {args.data}: no {split}/ folder')
-  names = METHODS if args.methods == 'all' else tuple(args.methods.split(','))
+  names = {'all': METHODS, 'none': ()}.get(args.methods, tuple(args.methods.split(',')))
   for name in names:
     if name not in METHODS:
       parser.error(f'--methods: unknown method {name!r}; choose from {",".join(METHODS)}')
@@ -275,17 +333,26 @@ def main(argv):
   for name in names:
     for seed in range(args.seeds):
       run(name, seed, out, data)
-  rows = finished_runs(out)
-  if not rows:
-    return
-  base = baselines(out, next(iter(rows.values()))[0]['workdir'])
+  finished = finished_runs(out)
   command = shown_command('python benchmarks/cifar10_cpu.py --data DIR', argv,
                           ('--data', '--out', '--docs'))
   num_train = sum(len(files) for _, _, files in os.walk(os.path.join(data, 'train')))
   if args.holdout:
-    print(write_report(rows, base, num_train, os.path.join(out, 'results.md'), command))
+    if finished:
+      base = baselines(out, next(iter(finished.values()))[0]['workdir'])
+      print(write_report(finished, base, num_train, os.path.join(out, 'results.md'), command))
     return
-  for method, results in rows.items():
+  recorded_base = os.path.join(args.docs, 'results', 'baselines.json')
+  if finished:
+    base = baselines(out, next(iter(finished.values()))[0]['workdir'])
+    os.makedirs(os.path.dirname(recorded_base), exist_ok=True)
+    shutil.copy(os.path.join(out, 'baselines.json'), recorded_base)
+  elif os.path.exists(recorded_base):
+    base = json.load(open(recorded_base))
+  else:
+    return
+  rows = save_records(finished, args.docs)
+  for method, results in finished.items():
     curves = os.path.join(results[0]['workdir'], 'curves.png')
     if os.path.exists(curves):
       os.makedirs(os.path.join(args.docs, 'images', 'curves'), exist_ok=True)

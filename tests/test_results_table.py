@@ -116,3 +116,37 @@ def test_a_stopped_run_keeps_its_time_and_the_resumed_run_adds_to_it(tmp_path, m
   result = table_lib.run('simclr', 0, str(tmp_path), 'DATA')
   assert result['wall_s'] == 900.0 and result['knn_top1'] == 0.5
   assert result['other_cores'] == pytest.approx(60.0 / 900.0)
+
+
+def test_records_keep_rows_of_runs_this_machine_no_longer_has(tmp_path):
+  """Finished runs are saved to DOCS/results/METHOD.json; a later table is built from those
+  records and the runs under a new OUT, a new run replacing only the record of its own seed."""
+  docs = tmp_path / 'docs'
+  _fake_run(tmp_path / 'old', 'simclr', 0, 0.60, 0.29)
+  _fake_run(tmp_path / 'old', 'simclr', 1, 0.62, 0.29)
+  _fake_run(tmp_path / 'old', 'dino', 0, 0.45, 0.27, other_cores=0.8)
+  table_lib.save_records(table_lib.finished_runs(str(tmp_path / 'old')), str(docs))
+  saved = json.loads((docs / 'results' / 'simclr.json').read_text())
+  assert [r['seed'] for r in saved] == [0, 1] and saved[1]['knn_top1'] == 0.62
+  assert saved[0]['batch_size'] == 256 and saved[0]['cores_idle'] and 'workdir' not in saved[0]
+  before = table_lib.table(table_lib.recorded_runs(str(docs)), pixels=0.48, num_train=50_000)
+  assert before == table_lib.table(table_lib.finished_runs(str(tmp_path / 'old')), 0.48, 50_000)
+  _fake_run(tmp_path / 'new', 'simclr', 1, 0.70, 0.29)  # the old runs are gone
+  _fake_run(tmp_path / 'new', 'byol', 0, 0.55, 0.29)
+  rows = table_lib.save_records(table_lib.finished_runs(str(tmp_path / 'new')), str(docs))
+  assert list(rows) == ['simclr', 'byol', 'dino']
+  assert [r['knn_top1'] for r in rows['simclr']] == [0.60, 0.70]
+  assert not rows['dino'][0]['cores_idle']
+  lines = table_lib.table(rows, pixels=0.48, num_train=50_000).splitlines()
+  assert [c.strip() for c in lines[2].split('|')[1:-1]][9] == '65.00 ± 7.07%'
+  assert [c.strip() for c in lines[4].split('|')[1:-1]][7] == 'no'
+  (docs / 'results' / 'byol.json').write_text('{"step": 3}')
+  with pytest.raises(SystemExit, match='byol.json'):
+    table_lib.recorded_runs(str(docs))
+
+
+def test_shown_command_drops_this_machines_paths():
+  cmd = [f'--config={table_lib.ROOT}/configs/simclr.py:cifar10_cpu', '--workdir=/x/y',
+         '--config.seed=1', '--config.data.source=folder:/d', '--data', '/d', '--methods', 'a']
+  assert table_lib.shown_command('python', cmd, table_lib.PATH_FLAGS) == (
+      'python --config=configs/simclr.py:cifar10_cpu --config.seed=1 --methods a')
