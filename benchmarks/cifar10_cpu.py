@@ -346,7 +346,10 @@ def main(argv):
   if finished:
     base = baselines(out, next(iter(finished.values()))[0]['workdir'])
     os.makedirs(os.path.dirname(recorded_base), exist_ok=True)
-    shutil.copy(os.path.join(out, 'baselines.json'), recorded_base)
+    with open(recorded_base, 'w') as f:  # the floors only: no paths of this machine
+      json.dump({k: v for k, v in base.items() if k.startswith('knn_top1_pixels')
+                 or k in ('num_train', 'num_eval')}, f, indent=1)
+      f.write('\n')
   elif os.path.exists(recorded_base):
     base = json.load(open(recorded_base))
   else:
