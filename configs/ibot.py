@@ -113,7 +113,9 @@ def apply_preset(c, common, preset):
                     norm_last_layer=True, teacher_temp=0.04, warmup_teacher_temp=0.04,
                     teacher_patch_temp=0.04, warmup_teacher_patch_temp=0.04,
                     warmup_teacher_temp_epochs=0, tau_base=0.99, freeze_last_layer_epochs=0.5)
-    c.optim.update(lr=1e-3, warmup_epochs=0.5, end_lr_factor=0.0)
+    # common.cifar10_cpu sets the ResNets' LARS: AdamW again (iBOT's), with its weight decay.
+    c.optim.update(name='adamw', lr=1e-3, weight_decay=0.04, weight_decay_end=0.4,
+                   warmup_epochs=0.5, end_lr_factor=0.0)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.model = common.vit_model('vit_small', 4)
