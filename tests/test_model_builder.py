@@ -110,3 +110,14 @@ def test_bad_dtype_names_the_key():
   c.model.dtype = 'float16'
   with pytest.raises(ValueError, match='config.model.dtype'):
     models.from_config(c.model)
+
+
+@pytest.mark.parametrize('name,preset', CASES)
+def test_every_vit_preset_trains_with_adamw(name, preset):
+  """Every ViT recipe jssl follows (MAE, SimMIM, BEiT, DINO, iBOT, DINOv2, I-JEPA, MoCo v3's
+  ViT) uses AdamW; the ResNets' LARS (common.cifar10 and cifar10_cpu set it) barely moves a
+  ViT's weights at an AdamW learning rate, so a preset that builds on those and forgets to set
+  its optimizer back trains nothing."""
+  config = _module(name).get_config(preset)
+  if config.model.get('name', '').startswith('vit'):
+    assert config.optim.name == 'adamw', f'configs/{name}.py:{preset}: {config.optim.name}'
