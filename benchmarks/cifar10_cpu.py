@@ -17,9 +17,10 @@ The table is made of every finished run under OUT, whatever command made it (so
 DOCS/results/: mean ± std over seeds where there are several. Each finished run's figures are
 saved there as METHOD.json (one record per seed; a run under OUT replaces the record of its
 seed), and raw-pixel kNN as baselines.json, so the table can be rebuilt, and extended one
-method at a time, on a machine that no longer has the runs. Each run records its wall time and whether its cores were idle: the CPU time the
-rest of the machine used during the run (from /proc/stat, less the run's own), in cores; above
-0.1 cores a row is marked busy.
+method at a time, on a machine that no longer has the runs (`--methods none` only rebuilds
+it). Each run records its wall time and whether its cores were idle: the CPU time the rest of
+the machine used during the run (from /proc/stat, less the run's own), in cores; above 0.1
+cores a row is marked busy.
 
 Writes the table, with the command and machine, into DOCS/results.md (between its table
 markers; the rest of the file is kept) and DOCS/images/results.png (a
@@ -171,9 +172,11 @@ def recorded_runs(docs: str) -> dict:
     if os.path.exists(path):
       try:
         records = json.load(open(path))
-        assert isinstance(records, list) and all('seed' in r and 'step' in r for r in records)
-      except (ValueError, AssertionError) as e:
-        raise SystemExit(f'{path}: not a list of run records with "seed" and "step" ({e})')
+      except ValueError as e:
+        raise SystemExit(f'{path}: not JSON ({e})') from e
+      if not (isinstance(records, list) and
+              all(isinstance(r, dict) and 'seed' in r and 'step' in r for r in records)):
+        raise SystemExit(f'{path}: not a list of run records, each with "seed" and "step"')
       rows[method] = records
   return rows
 

@@ -140,9 +140,10 @@ def test_records_keep_rows_of_runs_this_machine_no_longer_has(tmp_path):
   lines = table_lib.table(rows, pixels=0.48, num_train=50_000).splitlines()
   assert [c.strip() for c in lines[2].split('|')[1:-1]][9] == '65.00 ± 7.07%'
   assert [c.strip() for c in lines[4].split('|')[1:-1]][7] == 'no'
-  (docs / 'results' / 'byol.json').write_text('{"step": 3}')
-  with pytest.raises(SystemExit, match='byol.json'):
-    table_lib.recorded_runs(str(docs))
+  for bad in ('{"step": 3}', '[{"seed": 0}]', '[{"seed": 0, "step": 3'):
+    (docs / 'results' / 'byol.json').write_text(bad)
+    with pytest.raises(SystemExit, match='byol.json'):
+      table_lib.recorded_runs(str(docs))
 
 
 def test_shown_command_drops_this_machines_paths():
