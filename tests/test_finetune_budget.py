@@ -53,6 +53,9 @@ def test_one_scratch_run_per_backbone_sized_to_the_largest_budget(tmp_path, monk
   assert by_dir['scratch-ibot-dinov2'][0] == pretrained['dinov2'][0]
   assert '--config.total_steps=4240' in by_dir['scratch-ijepa'][2]
   assert all('--config.labels_per_class=100' in c[2] for c in calls)
+  # layer decay protects pre-trained layers; a random init trains every layer at the full lr
+  assert all(('--config.optim.layer_decay=1.0' in c[2]) == ('--from_scratch' in c[2])
+             for c in calls)
   assert rows['ibot']['budget_s'] == 2070.0 and rows['dinov2']['budget_s'] == 2670.0
   # the scratch run's wall (10 s start-up + 10640 / 4 s) is the pre-training's + fine-tuning's
   assert rows['dinov2']['scratch']['wall_s'] == rows['dinov2']['budget_s']
