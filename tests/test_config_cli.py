@@ -70,6 +70,13 @@ def test_preset_hyper_parameters():
   assert si.method.temperature == 0.1 and si.data.augment.image_size == 224
   assert (bi.optim.lr, bi.optim.weight_decay, bi.method.tau_base, bi.total_epochs) == (
       0.2, 1.5e-6, 0.996, 300)
+  # MSF: a weak target view (crop and flip only) beside the strong online view, as the paper.
+  from jssl.data import augment_recipes  # pylint: disable=g-import-not-at-top (no TensorFlow)
+  msf = load('mean_shift')('imagenet')
+  views, _ = augment_recipes.plan(msf.data.recipe, msf.data.augment.to_dict())
+  assert not msf.method.symmetric and tuple(msf.data.augment.photometric) == (True, False)
+  assert views[1].photometric.is_identity and views[0].photometric.blur_p == 0.5
+  assert tuple(load('mean_shift')('cifar10_cpu').data.augment.photometric) == (True, True)
   with pytest.raises(ValueError, match='preset'):
     load('simclr')('huge')
 

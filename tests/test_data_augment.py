@@ -241,6 +241,30 @@ def test_gray_probability_in_full_recipe():
     assert abs(_is_gray(out[key]).mean() - 0.2) < tol, key
 
 
+def test_weak_view_is_crop_and_flip_only():
+  """photometric=(True, False): view_1 is the crop and flip of the same seed with every colour op
+  off (MSF's weak view), view_0 the full recipe's; on the host and on the device."""
+  images, seeds = [_smooth_image(40, 40, seed=i) for i in range(16)], _seeds(16)
+  weak = augment.make_recipe('byol_cifar', photometric=(True, False))
+  assert weak.views[1].photometric.is_identity and not weak.views[0].photometric.is_identity
+  out = _run(weak, images, seeds)
+  full = _run(augment.make_recipe('byol_cifar'), images, seeds)
+  plain = _run(augment.make_recipe('byol_cifar', jitter_p=0.0, gray_p=0.0, solarize_p=(0, 0)),
+               images, seeds)
+  np.testing.assert_array_equal(out['view_0'], full['view_0'])
+  np.testing.assert_array_equal(out['view_1'], plain['view_1'])
+  assert not np.allclose(out['view_1'], full['view_1'], atol=0.02)  # the full view is coloured
+  device = augment_jax.photometric_fn('byol_cifar', dict(photometric=(True, False)))
+  geometry = {k: jax.numpy.asarray(v) for k, v in plain.items()}
+  moved = device(geometry, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(moved['view_1']), plain['view_1'])
+  assert not np.allclose(np.asarray(moved['view_0']), plain['view_0'], atol=0.02)
+  with pytest.raises(ValueError, match="'photometric'.*one entry per view"):
+    augment.make_recipe('simclr_cifar', photometric=(True,))
+  with pytest.raises(ValueError, match="'photometric'"):
+    augment.make_recipe('simclr_cifar', photometric=(0.5, 1.0))
+
+
 def _natural_images(n=4):
   """The first CIFAR-10 test image of n classes (read from the archive, in memory); the test
   is skipped, saying why, when the archive is absent."""

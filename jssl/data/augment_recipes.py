@@ -14,7 +14,9 @@ Parameters (not every recipe has every one):
   `saturation` (factors uniform in [max(0, 1 - s), 1 + s]) and `hue` (shift uniform in [-h, h]),
   in random order; `gray_p` grayscale probability.
 - per view: `blur_p` (Gaussian blur, sigma uniform in `blur_sigma`, kernel 10% of the side) and
-  `solarize_p`, one entry per view (multicrop: `global_*` per global view, `local_*` for all).
+  `solarize_p`, one entry per view (multicrop: `global_*` per global view, `local_*` for all);
+  two-view recipes: `photometric`, one bool per view, False leaving that view a crop and flip
+  only (no jitter, greyscale, blur or solarize: MSF's weak view).
 - masks: simmim `mask_patch_size`, `model_patch_size`, `mask_ratio`; beit `patch_size`,
   `num_masking_patches`, `min_num_patches`, `max_num_patches` (0 = no cap), `min_aspect`.
 - `on_device`: the host makes only the geometry; `augment_jax.photometric_fn` does the rest.
@@ -30,21 +32,22 @@ RATIO = (3 / 4, 4 / 3)
 _CROP = dict(scale=(0.08, 1.0), ratio=RATIO, interpolation='bicubic', flip_p=0.5)
 _JITTER = dict(jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_p=0.2)
 _BLUR = dict(blur_sigma=(0.1, 2.0))
+_TWO_VIEWS = dict(photometric=(True, True), on_device=False)
 
 _DEFAULTS = {
     # SimCLR (Chen et al., 2020), ImageNet: jitter strength s = 1 (0.8s, 0.8s, 0.8s, 0.2s).
-    'simclr': dict(image_size=224, **_CROP, **_JITTER, **_BLUR, on_device=False) | dict(
+    'simclr': dict(image_size=224, **_CROP, **_JITTER, **_BLUR, **_TWO_VIEWS) | dict(
         brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2,
         blur_p=(0.5, 0.5), solarize_p=(0.0, 0.0)),
     # SimCLR's CIFAR variant: 32 px, no blur. (SimCLR blurs only at ImageNet sizes: with
     # 'simclr' below 96 px, set blur_p=(0.0, 0.0) or use this recipe.)
-    'simclr_cifar': dict(image_size=32, **_CROP, **_JITTER, **_BLUR, on_device=False) | dict(
+    'simclr_cifar': dict(image_size=32, **_CROP, **_JITTER, **_BLUR, **_TWO_VIEWS) | dict(
         brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2,
         blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0)),
     # BYOL (Grill et al., 2020): the asymmetric pair.
-    'byol': dict(image_size=224, **_CROP, **_JITTER, **_BLUR, on_device=False) | dict(
+    'byol': dict(image_size=224, **_CROP, **_JITTER, **_BLUR, **_TWO_VIEWS) | dict(
         blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
-    'byol_cifar': dict(image_size=32, **_CROP, **_JITTER, **_BLUR, on_device=False) | dict(
+    'byol_cifar': dict(image_size=32, **_CROP, **_JITTER, **_BLUR, **_TWO_VIEWS) | dict(
         blur_p=(0.0, 0.0), solarize_p=(0.0, 0.2)),
     # DINO's multi-crop (Caron et al., 2021); SwAV: global_scale (0.14, 1), local (0.05, 0.14).
     'multicrop': dict(
@@ -191,8 +194,9 @@ def plan(name: str, params: Optional[Mapping[str, Any]] = None):
     mask = None if name == 'mae' else _mask_spec(name, p)
     return (ViewSpec('view_0', photometric=photo, **crop),), mask
   views = tuple(
-      ViewSpec(f'view_{i}', photometric=_photometric(p, size, blur, sol), **crop)
-      for i, (blur, sol) in enumerate(zip(p['blur_p'], p['solarize_p'])))
+      ViewSpec(f'view_{i}', photometric=_photometric(p, size, blur, sol) if on else Photometric(),
+               **crop)
+      for i, (blur, sol, on) in enumerate(zip(p['blur_p'], p['solarize_p'], p['photometric'])))
   return views, None
 
 
@@ -240,7 +244,7 @@ def _like(default, value, key):
       value = tuple(value)
       if not value:
         return value
-      return tuple(type(default[0])(v) for v in value)
+      return tuple(_like(default[0], v, key) for v in value)
     if isinstance(default, (int, float)) and isinstance(value, bool):
       raise TypeError
     if isinstance(default, int) and float(value) != int(value):
@@ -275,9 +279,9 @@ def _check(name, p):
     if key == 'interpolation' and value not in INTERPOLATIONS:
       fail(key, f'must be one of {", ".join(INTERPOLATIONS)}')
   if 'blur_p' in p:
-    for key in ('blur_p', 'solarize_p'):
+    for key in ('blur_p', 'solarize_p', 'photometric'):
       if len(p[key]) != 2:
-        fail(key, 'must give one probability per view (2)')
+        fail(key, 'must give one entry per view (2)')
   if name == 'multicrop':
     if p['n_global'] < 1 or p['n_local'] < 0:
       fail('n_global', 'and n_local must be >= 1 and >= 0')
