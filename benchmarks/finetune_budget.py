@@ -123,9 +123,9 @@ def report(rows: dict, command: str, labels_per_class: int, epochs: float) -> st
       '',
       f'Fine-tuned end to end on {labels_per_class} training images per class '
       f'({epochs:g} epochs, configs/finetune.py), top-1 on all {examples:,} test images; "from '
-      'scratch, equal time": the same architecture from random init on the same images for the '
-      'pre-training\'s wall time plus the fine-tuning\'s (runs with one backbone share the '
-      'largest such budget).', '', table(rows), '', END])
+      'scratch, equal time": the same architecture from random init on the same images, without '
+      'layer decay, for the pre-training\'s wall time plus the fine-tuning\'s (runs with one '
+      'backbone share the largest such budget).', '', table(rows), '', END])
 
 
 def write_docs(block: str, path: str) -> None:
