@@ -15,9 +15,9 @@ command, kNN evaluations and probe included). The script
    for as long as the pre-training and the fine-tuning took together, without layer-wise lr
    decay (`SCRATCH`): the fine-tuning's steps plus as many as fit in the pre-training's wall
    time at the fine-tuning's measured pace (`steps_per_s`, from the end of its first step to its
-   last: start-up and compilation, which the scratch run pays as well, left out). Methods with the same backbone share one scratch run,
-   sized to the largest of their budgets, so scratch never gets less time than a pre-trained
-   model had;
+   last: start-up and compilation, which the scratch run pays as well, left out). Methods with
+   the same backbone share one scratch run, sized to the largest of their budgets, so scratch
+   never gets less time than a pre-trained model had;
 3. writes OUT/results.md and OUT/results.json, and with `--docs` the same table between the
    fine-tune markers of DOCS/results.md (the rest of the file is kept).
 
