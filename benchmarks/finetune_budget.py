@@ -18,8 +18,12 @@ command, kNN evaluations and probe included). The script
    last: start-up and compilation, which the scratch run pays as well, left out). Methods with
    the same backbone share one scratch run, sized to the largest of their budgets, so scratch
    never gets less time than a pre-trained model had;
-3. writes OUT/results.md and OUT/results.json, and with `--docs` the same table between the
-   fine-tune markers of DOCS/results.md (the rest of the file is kept).
+3. writes OUT/results.md and OUT/results.json; with `--docs`, it keeps each comparison as a
+   record in DOCS/results/finetune.json (one per method, seed, labels per class and fine-tuning
+   epochs: a new measurement of the same four replaces the old, others stay) and writes the
+   table of every record between the fine-tune markers of DOCS/results.md (the rest of the
+   file is kept). A comparison at another `--finetune_epochs` wants its own `--out`: OUT's
+   finished runs are read back, never rerun.
 
 Every command is printed before it runs; finished runs (final.json) are never rerun, so the
 script resumes, and an interrupted fine-tuning resumes from its last checkpoint.
@@ -44,6 +48,11 @@ START, END = '<!-- finetune table: start -->', '<!-- finetune table: end -->'
 SCRATCH = ('--config.optim.layer_decay=1.0',)
 
 
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
 def scratch_steps(finetune_steps: int, steps_per_s: float, pretrain_wall: float) -> int:
   """Steps of a from-scratch run that take the pre-training's wall time plus the fine-tuning's:
   the fine-tuning's steps and `pretrain_wall` more seconds at its pace (the same architecture
@@ -56,7 +65,7 @@ def scratch_steps(finetune_steps: int, steps_per_s: float, pretrain_wall: float)
 
 def backbone_key(pretrain_workdir: str) -> str:
   """What makes two runs' backbones the same architecture: config.json's model block."""
-  config = json.load(open(os.path.join(pretrain_workdir, 'config.json')))
+  config = read_json(os.path.join(pretrain_workdir, 'config.json'))
   return json.dumps(config['model'], sort_keys=True)
 
 
@@ -71,12 +80,13 @@ def finetune(pretrain_workdir: str, workdir: str, extra: list) -> dict:
     print('$ ' + ' '.join(cmd), file=sys.stderr, flush=True)
     t = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    previous = json.load(open(timing)) if os.path.exists(timing) else {}
+    previous = read_json(timing) if os.path.exists(timing) else {}
     with open(timing, 'w') as f:
       json.dump({'wall_s': time.time() - t + previous.get('wall_s', 0.0),
                  'command': ' '.join(cmd[1:])}, f)
-  result = json.load(open(final))
-  result.update(json.load(open(timing)))
+  result = read_json(final)
+  result.update(read_json(timing))
+  result['workdir'] = workdir
   return result
 
 
@@ -102,30 +112,79 @@ def compare(pretrained: dict, out: str, labels_per_class: int, epochs: float) ->
   return rows
 
 
-def table(rows: dict) -> str:
-  head = ('| method | pre-training wall (min) | fine-tuned top-1 | fine-tune wall (min) | '
-          'from scratch, equal time | scratch steps (epochs) | scratch wall (min) | gain |')
-  lines = [head, '|' + ' --- |' * (head.count('|') - 1)]
+def records(rows: dict, seed: int, labels_per_class: int, epochs: float, command: str) -> list:
+  """One record per method of `compare`'s rows: what the table needs, with the command, the
+  machine and the date its last run finished."""
+  keep = ('top1', 'steps', 'epochs', 'wall_s', 'eval_examples')
+  out = []
   for name, r in rows.items():
+    out.append({'method': name, 'seed': seed, 'labels_per_class': labels_per_class,
+                'finetune_epochs': epochs, 'pretrain_wall_s': r['pretrain_wall_s'],
+                'budget_s': r['budget_s'],
+                'finetune': {k: r['finetune'][k] for k in keep if k in r['finetune']},
+                'scratch': {k: r['scratch'][k] for k in keep if k in r['scratch']},
+                'date': r.get('date', time.strftime('%Y-%m-%d')), 'command': command,
+                'machine': cifar10_cpu.machine()})
+  return out
+
+
+def _key(record: dict) -> tuple:
+  return (record['method'], record['seed'], record['labels_per_class'],
+          float(record['finetune_epochs']))
+
+
+def merge_records(path: str, new: list) -> list:
+  """DOCS/results/finetune.json's records with `new` in (a record of the same method, seed,
+  labels per class and epochs replaces the old one); writes and returns them, sorted."""
+  old = []
+  if os.path.exists(path):
+    try:
+      old = read_json(path)
+    except ValueError as e:
+      raise SystemExit(f'{path}: not JSON ({e})') from e
+    fields = ('method', 'seed', 'labels_per_class', 'finetune_epochs', 'finetune', 'scratch')
+    if not (isinstance(old, list) and all(isinstance(r, dict) and all(f in r for f in fields)
+                                          for r in old)):
+      raise SystemExit(f'{path}: not a list of fine-tune records, each with ' + ', '.join(fields))
+  merged = {_key(r): r for r in old}
+  merged.update({_key(r): r for r in new})
+  result = [merged[k] for k in sorted(merged)]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=1)
+    f.write('\n')
+  return result
+
+
+def table(records: list) -> str:
+  head = ('| method | labels / class | fine-tune epochs | pre-training wall (min) | '
+          'fine-tuned top-1 | fine-tune wall (min) | from scratch, equal time | '
+          'scratch steps (epochs) | scratch wall (min) | gain |')
+  lines = [head, '|' + ' --- |' * (head.count('|') - 1)]
+  for r in records:
     ft, sc = r['finetune'], r['scratch']
     lines.append(
-        f'| {name} | {r["pretrain_wall_s"] / 60:.1f} | {100 * ft["top1"]:.2f}% | '
+        f'| {r["method"]} | {r["labels_per_class"]} | {r["finetune_epochs"]:g} | '
+        f'{r["pretrain_wall_s"] / 60:.1f} | {100 * ft["top1"]:.2f}% | '
         f'{ft["wall_s"] / 60:.1f} | {100 * sc["top1"]:.2f}% | {sc["steps"]} '
         f'({sc["epochs"]:.0f}) | {sc["wall_s"] / 60:.1f} | '
         f'{100 * (ft["top1"] - sc["top1"]):+.2f} |')
   return '\n'.join(lines)
 
 
-def report(rows: dict, command: str, labels_per_class: int, epochs: float) -> str:
-  examples = next(iter(rows.values()))['finetune']['eval_examples']
+def report(records: list) -> str:
+  """The docs block: the table of `records` and the command, date and machine of each."""
+  examples = records[0]['finetune'].get('eval_examples', 0)
+  made = sorted({(r['command'], r['date'], r['machine']) for r in records},
+                key=lambda m: (m[1], m[0]))
   return '\n'.join([
-      START, f'Made by `{command}` on {time.strftime("%Y-%m-%d")}, {cifar10_cpu.machine()}.',
-      '',
-      f'Fine-tuned end to end on {labels_per_class} training images per class '
-      f'({epochs:g} epochs, configs/finetune.py), top-1 on all {examples:,} test images; "from '
-      'scratch, equal time": the same architecture from random init on the same images, without '
-      'layer decay, for the pre-training\'s wall time plus the fine-tuning\'s (runs with one '
-      'backbone share the largest such budget).', '', table(rows), '', END])
+      START, 'Made by:', '',
+      *[f'- `{command}` on {date}, {where}.' for command, date, where in made], '',
+      'Fine-tuned end to end on the stated number of training images per class for the stated '
+      f'epochs (configs/finetune.py), top-1 on all {examples:,} test images; "from scratch, '
+      'equal time": the same architecture from random init on the same images, without layer '
+      'decay, for the pre-training\'s wall time plus the fine-tuning\'s (runs with one backbone '
+      'share the largest such budget).', '', table(records), '', END])
 
 
 def write_docs(block: str, path: str) -> None:
@@ -157,17 +216,23 @@ def main(argv):
       if not os.path.exists(os.path.join(workdir, f)):
         p.error(f'{os.path.join(workdir, f)} not found: run benchmarks/cifar10_cpu.py '
                 f'--methods {name} first')
-    pretrained[name] = (workdir, json.load(open(os.path.join(workdir, 'timing.json')))['wall_s'])
+    pretrained[name] = (workdir, read_json(os.path.join(workdir, 'timing.json'))['wall_s'])
   os.makedirs(out, exist_ok=True)
   rows = compare(pretrained, out, args.labels_per_class, args.finetune_epochs)
+  for r in rows.values():  # the date the comparison's last run finished
+    r['date'] = time.strftime('%Y-%m-%d', time.gmtime(max(
+        os.path.getmtime(os.path.join(r[part]['workdir'], 'final.json'))
+        for part in ('finetune', 'scratch'))))
   command = cifar10_cpu.shown_command('python benchmarks/finetune_budget.py --runs RUNS', argv,
                                      ('--runs', '--out', '--docs'))
-  block = report(rows, command, args.labels_per_class, args.finetune_epochs)
+  new = records(rows, args.seed, args.labels_per_class, args.finetune_epochs, command)
   with open(os.path.join(out, 'results.md'), 'w') as f:
-    f.write(block + '\n')
+    f.write(report(new) + '\n')
   with open(os.path.join(out, 'results.json'), 'w') as f:
     json.dump(rows, f, indent=1)
+  block = report(new)
   if args.docs:
+    block = report(merge_records(os.path.join(args.docs, 'results', 'finetune.json'), new))
     write_docs(block, os.path.join(args.docs, 'results.md'))
   print(block)
 

@@ -60,11 +60,48 @@ def test_one_scratch_run_per_backbone_sized_to_the_largest_budget(tmp_path, monk
   # the scratch run's wall (10 s start-up + 10640 / 4 s) is the pre-training's + fine-tuning's
   assert rows['dinov2']['scratch']['wall_s'] == rows['dinov2']['budget_s']
   assert rows['ibot']['scratch'] is rows['dinov2']['scratch']
-  text = budget.table(rows)
+  text = budget.table(budget.records(rows, 0, 100, 30.0, 'python benchmarks/finetune_budget.py'))
   lines = text.splitlines()
   assert len(lines) == 5 and all(l.count('|') == lines[0].count('|') for l in lines)
   ibot = [c.strip() for c in lines[2].split('|')[1:-1]]
-  assert ibot[0] == 'ibot' and ibot[2] == '40.00%' and ibot[4] == '30.00%' and ibot[-1] == '+10.00'
+  assert ibot[:3] == ['ibot', '100', '30'] and ibot[4] == '40.00%' and ibot[6] == '30.00%'
+  assert ibot[-1] == '+10.00'
+
+
+def _record(method, epochs, top1, command='cmd'):
+  row = {'pretrain_wall_s': 600.0, 'budget_s': 700.0, 'date': '2026-01-02',
+         'finetune': {'top1': top1, 'steps': 240, 'epochs': epochs, 'wall_s': 100.0,
+                      'eval_examples': 10000, 'steps_per_s': 4.0},
+         'scratch': {'top1': 0.3, 'steps': 2640, 'epochs': 330.0, 'wall_s': 700.0}}
+  return budget.records({method: row}, 0, 100, epochs, command)[0]
+
+
+def test_records_accumulate_across_commands_and_replace_the_same_measurement(tmp_path):
+  path = str(tmp_path / 'results' / 'finetune.json')
+  budget.merge_records(path, [_record('ibot', 30.0, 0.40), _record('dinov2', 30.0, 0.42)])
+  # the same method at more epochs is another measurement: it is added
+  merged = budget.merge_records(path, [_record('ibot', 100.0, 0.45, 'cmd --finetune_epochs 100')])
+  assert [(r['method'], r['finetune_epochs']) for r in merged] == [
+      ('dinov2', 30.0), ('ibot', 30.0), ('ibot', 100.0)]
+  assert 'steps_per_s' not in merged[0]['finetune']  # only what the table needs is kept
+  # the same method, seed, labels and epochs again: the new figure replaces the old one
+  merged = budget.merge_records(path, [_record('ibot', 30, 0.38)])
+  assert len(merged) == 3 and [r['finetune']['top1'] for r in merged] == [0.42, 0.38, 0.45]
+  assert json.load(open(path)) == merged
+  block = budget.report(merged)
+  assert block.startswith(budget.START) and block.endswith(budget.END)
+  assert '`cmd --finetune_epochs 100` on 2026-01-02' in block and '`cmd` on 2026-01-02' in block
+  assert '| ibot | 100 | 100 |' in block and '| +15.00 |' in block
+
+
+def test_a_bad_records_file_is_named(tmp_path):
+  path = tmp_path / 'finetune.json'
+  path.write_text('{not json')
+  with pytest.raises(SystemExit, match='finetune.json: not JSON'):
+    budget.merge_records(str(path), [])
+  path.write_text(json.dumps([{'method': 'ibot'}]))
+  with pytest.raises(SystemExit, match='finetune.json: not a list of fine-tune records'):
+    budget.merge_records(str(path), [])
 
 
 def test_docs_block_is_replaced_in_place(tmp_path):
