@@ -5,7 +5,7 @@
     python -m jssl.main --config configs/vicreg.py --workdir runs/vicreg-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
-  solo-learn's recipe (LARS lr 0.3, wd 1e-4, 25 / 25 / 1) with a 1024-1024-1024
+  solo-learn's recipe (wd 1e-4, 25 / 25 / 1) with LARS lr 1.0, a 1024-1024-1024
   expander (8x the 128-d features), 24 px views cropped from (0.2, 1), 3200 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods vicreg
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
@@ -43,10 +43,13 @@ def get_config(arg=None):
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=512)
   elif preset == 'cifar10_cpu':
     common.cifar10_cpu(c, steps=3200)
-    # solo-learn's VICReg for CIFAR (LARS lr 0.3, wd 1e-4, coefficients 25 / 25 / 1) with an
-    # expander of 1024-1024-1024 (8x the 128-d features), 24 px views of (0.2, 1).
+    # solo-learn's VICReg for CIFAR (wd 1e-4, coefficients 25 / 25 / 1) with an expander of
+    # 1024-1024-1024 (8x the 128-d features), 24 px views of (0.2, 1). LARS lr 1.0, not
+    # solo-learn's 0.3: optax's LARS (trust coefficient 1e-3, no clip) moves each layer by
+    # lr * 1e-3 of its norm per step, far less than solo-learn's (0.02, clipped at lr), and on the
+    # held-out split (800 steps) lr 1.0 gave kNN 47.86% against 43.12% for 0.3.
     c.method.update(proj_hidden_dims=(1024, 1024), proj_dim=1024)
-    c.optim.update(lr=0.3, weight_decay=1e-4)
+    c.optim.update(lr=1.0, weight_decay=1e-4)
     common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
