@@ -226,11 +226,11 @@ def main(argv):
   command = cifar10_cpu.shown_command('python benchmarks/finetune_budget.py --runs RUNS', argv,
                                      ('--runs', '--out', '--docs'))
   new = records(rows, args.seed, args.labels_per_class, args.finetune_epochs, command)
+  block = report(new)
   with open(os.path.join(out, 'results.md'), 'w') as f:
-    f.write(report(new) + '\n')
+    f.write(block + '\n')
   with open(os.path.join(out, 'results.json'), 'w') as f:
     json.dump(rows, f, indent=1)
-  block = report(new)
   if args.docs:
     block = report(merge_records(os.path.join(args.docs, 'results', 'finetune.json'), new))
     write_docs(block, os.path.join(args.docs, 'results.md'))
