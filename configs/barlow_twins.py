@@ -7,9 +7,10 @@
     python -m jssl.main --config configs/barlow_twins.py --workdir runs/barlow-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
-  solo-learn's recipe (LARS lr 0.3, wd 1e-4, lambda 0.0051, loss x 0.1) with a
+  solo-learn's recipe (wd 1e-4, lambda 0.0051, loss x 0.1) with LARS lr 1.0, a
   1024-1024-1024 projector, 24 px views cropped from (0.2, 1), 3100 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods barlow_twins
+  Measured (docs/results.md): kNN top-1 56.45% (k = 20) against 29.08% at random init.
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.3 * bs / 256, wd 1e-4, warm-up 10 epochs + cosine, 1000 epochs, projector 2048-2048-2048,
   lambda 0.0051, loss scaled by 0.1, the asymmetric views (solarize p 0 / 0.2, no blur).
@@ -44,10 +45,12 @@ def get_config(arg=None):
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=512)
   elif preset == 'cifar10_cpu':
     common.cifar10_cpu(c, steps=3100)
-    # solo-learn's Barlow Twins for CIFAR (LARS lr 0.3, wd 1e-4, lambda 0.0051, loss x 0.1)
-    # with a 1024-1024-1024 projector, 24 px views of (0.2, 1).
+    # solo-learn's Barlow Twins for CIFAR (wd 1e-4, lambda 0.0051, loss x 0.1) with a
+    # 1024-1024-1024 projector, 24 px views of (0.2, 1). LARS lr 1.0, not solo-learn's 0.3, for
+    # the reason given in configs/vicreg.py: on the held-out split (800 steps) lr 1.0 gave kNN
+    # 47.44% against 42.82% for 0.3.
     c.method.update(proj_hidden_dims=(1024, 1024), proj_dim=1024)
-    c.optim.update(lr=0.3, weight_decay=1e-4)
+    c.optim.update(lr=1.0, weight_decay=1e-4)
     common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
