@@ -1,4 +1,4 @@
-"""The CIFAR-10 results table: every joint-embedding method's `cifar10_cpu` preset, one protocol.
+"""The CIFAR-10 results table: every method's `cifar10_cpu` preset, one protocol.
 
     python benchmarks/cifar10_cpu.py --data DIR [--methods all|none|simclr,dino,...] [--seeds 1]
         [--out runs/cifar10_cpu] [--docs docs] [--holdout 0]
@@ -8,8 +8,10 @@ Each (method, seed) runs `python -m jssl.main --config configs/METHOD.py:cifar10
 on the whole training split with `--config.seed=SEED`, its kNN monitor before training (the
 random-init network, BatchNorm in inference mode) and after it (k = 20 and 200, T = 0.07, the
 whole training split as the bank, every eval image as a query, whole 32 px images), and the
-linear probe at the end. A finished run (final.json) is never rerun, so the command resumes;
-an interrupted run resumes from its last checkpoint. Raw-pixel kNN, the floor every method must
+linear probe at the end. BEiT's row trains its tokenizer first (configs/dvae.py:cifar10_cpu,
+under OUT/dvae/seedSEED) and counts that run's wall time in its own. A finished run
+(final.json) is never rerun, so the command resumes; an interrupted run resumes from its last
+checkpoint. Raw-pixel kNN, the floor every method must
 beat, is measured once by `python -m jssl.eval` on the first finished run (OUT/baselines.json).
 
 The table is made of every finished run under OUT, whatever command made it (so
@@ -47,7 +49,12 @@ JOINT_EMBEDDING = ('simclr', 'byol', 'nnclr', 'moco_v2', 'moco_v3', 'mean_shift'
                    'dino', 'vicreg', 'barlow_twins', 'swav')
 # The ViT methods that predict masked or hidden patches as well: their own rows, same protocol.
 PATCH_PREDICTION = ('ibot', 'dinov2', 'ijepa')
-METHODS = JOINT_EMBEDDING + PATCH_PREDICTION
+# Masked image modeling alone: rows of the same protocol (kNN and probe of the pre-trained ViT;
+# benchmarks/finetune_budget.py fine-tunes them against scratch at equal CPU time).
+MASKED_MODELING = ('mae', 'simmim', 'beit')
+METHODS = JOINT_EMBEDDING + PATCH_PREDICTION + MASKED_MODELING
+# A method whose row needs another run first (its time counted in the row): the tokenizer.
+TOKENIZERS = {'beit': 'dvae'}
 IDLE_CORES = 0.1  # other processes' mean CPU use above which a run is marked busy
 
 
@@ -89,25 +96,34 @@ def holdout_folder(data: str, out: str, n: int) -> str:
   return folder
 
 
-def run_command(method: str, seed: int, workdir: str, data: str) -> list:
+def run_command(method: str, seed: int, workdir: str, data: str, tokenizer: str = '') -> list:
+  """The jssl.main command of one run (with the linear probe where it is a row)."""
   return [sys.executable, '-m', 'jssl.main',
           f'--config={ROOT}/configs/{method}.py:cifar10_cpu', f'--workdir={workdir}',
           f'--config.seed={seed}', f'--config.data.source=folder:{data}',
-          f'--config.data.eval_source=folder:{data}', '--config.eval.linear_probe=True']
+          f'--config.data.eval_source=folder:{data}'] + (
+              ['--config.eval.linear_probe=True'] if method in METHODS else []) + (
+              [f'--config.method.tokenizer_workdir={tokenizer}'] if tokenizer else [])
 
 
 def run(method: str, seed: int, out: str, data: str) -> dict:
-  """Trains (or resumes) one run; returns its final.json with the wall time and idleness."""
+  """Trains (or resumes) one run, its tokenizer's first where it has one; returns its final.json
+  with the wall time (the tokenizer's included) and idleness (a time-weighted mean)."""
   workdir = os.path.join(out, method, f'seed{seed}')
   final, timing = os.path.join(workdir, 'final.json'), os.path.join(workdir, 'timing.json')
+  tokenizer, first = '', {}
+  if method in TOKENIZERS and not os.path.exists(final):
+    first = run(TOKENIZERS[method], seed, out, data)
+    tokenizer = os.path.join(out, TOKENIZERS[method], f'seed{seed}')
   if not os.path.exists(final):
-    cmd = run_command(method, seed, workdir, data)
+    cmd = run_command(method, seed, workdir, data, tokenizer)
     print('$ ' + ' '.join(cmd), file=sys.stderr, flush=True)
     t, busy, own = time.time(), busy_cpu_seconds(), children_cpu_seconds()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.time() - t
     others = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)
-    previous = json.load(open(timing)) if os.path.exists(timing) else {}
+    previous = json.load(open(timing)) if os.path.exists(timing) else {
+        k: first[k] for k in ('wall_s', 'other_cores') if k in first}
     before = previous.get('wall_s', 0.0)  # earlier parts of a resumed run: a time-weighted mean
     record = {'wall_s': wall + before,
               'other_cores': (max(others, 0.0) + previous.get('other_cores', 0.0) * before) /

@@ -4,6 +4,8 @@
         [--seed 0] [--out RUNS/finetune] [--labels_per_class 100] [--finetune_epochs 30]
         [--docs docs]
 
+`--methods` takes any of the table's ViT rows: ibot, dinov2, ijepa (the default) and the masked
+image models mae, simmim and beit (BEiT's pre-training time includes its tokenizer's).
 For each method, RUNS/METHOD/seedSEED is a finished pre-training run of the results table
 (benchmarks/cifar10_cpu.py: its final.json, and its timing.json with the wall time of the whole
 command, kNN evaluations and probe included). The script

@@ -7,6 +7,11 @@
     python -m jssl.main --config configs/dvae.py --workdir runs/dvae-tiny
   CPU minutes; writes workdir/recon_<step>.png (original / reconstruction from the argmax
   tokens) at each evaluation.
+- cifar10_cpu: BEiT's tokenizer for the 30-minute CPU budget on the full CIFAR-10
+  (configs/beit.py:cifar10_cpu): the tiny preset's network (vocabulary 256, hidden 32, grid
+  8 x 8 at 32 px), batch 128, 600 steps (1.5 epochs), Adam lr 1e-3 after 0.1 epoch; no kNN at
+  the start (only BEiT's encoder is evaluated). benchmarks/cifar10_cpu.py trains it before BEiT
+  and counts its time in BEiT's row.
 - cifar10: vocabulary 1024, hidden 64, two stages of two blocks (grid 8 x 8 at 32 px), batch 256,
   200 epochs, lr 1e-3 with cosine decay.
     python -m jssl.main --config configs/dvae.py:cifar10 --workdir runs/dvae-cifar10
@@ -62,6 +67,13 @@ def get_config(arg=None):
     c.batch_size = 128
     c.total_epochs = 10
     c.optim.warmup_epochs = 0.5
+  elif preset == 'cifar10_cpu':
+    common.cifar10_cpu(c, steps=600)
+    c.model = dvae_model(common, 256, 32, 2, 1)
+    c.data = _data(common, 'tfds:cifar10', 32)
+    c.batch_size = 128
+    c.eval.update(at_start=False, linear_probe=False)
+    c.optim.update(name='adamw', lr=1e-3, weight_decay=1e-4, warmup_epochs=0.1)
   elif preset == 'cifar10':
     common.cifar10(c)
     c.model = dvae_model(common, 1024, 64, 2, 2)
@@ -82,5 +94,5 @@ def get_config(arg=None):
     c.optim.update(name='adamw', lr=1e-4, warmup_epochs=1.0)
   else:
     raise ValueError(f"unknown preset {preset!r} for configs/dvae.py; choose 'tiny', "
-                     "'cifar10' or 'imagenet'")
+                     "'cifar10_cpu', 'cifar10' or 'imagenet'")
   return c

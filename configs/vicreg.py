@@ -5,7 +5,7 @@
     python -m jssl.main --config configs/vicreg.py --workdir runs/vicreg-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
-  solo-learn's recipe (wd 1e-4, 25 / 25 / 1) with LARS lr 1.0, a 1024-1024-1024
+  solo-learn's recipe (wd 1e-4, 25 / 25 / 1) with LARS lr 2.0, a 1024-1024-1024
   expander (8x the 128-d features), 24 px views cropped from (0.2, 1), 3200 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods vicreg
   Measured (docs/results.md): kNN top-1 56.91% (k = 20) against 29.08% at random init.
@@ -45,12 +45,12 @@ def get_config(arg=None):
   elif preset == 'cifar10_cpu':
     common.cifar10_cpu(c, steps=3200)
     # solo-learn's VICReg for CIFAR (wd 1e-4, coefficients 25 / 25 / 1) with an expander of
-    # 1024-1024-1024 (8x the 128-d features), 24 px views of (0.2, 1). LARS lr 1.0, not
+    # 1024-1024-1024 (8x the 128-d features), 24 px views of (0.2, 1). LARS lr 2.0, not
     # solo-learn's 0.3: optax's LARS (trust coefficient 1e-3, no clip) moves a weight by lr / 1000
     # of its norm per step, where solo-learn's (0.02, clipped) moves it by up to 0.02 of it; on
-    # the held-out split (800 steps) lr 1.0 gave kNN 47.86% against 43.12% for 0.3.
+    # the held-out split (800 steps) kNN read 51.24% at lr 2.0, 47.86% at 1.0, 43.12% at 0.3.
     c.method.update(proj_hidden_dims=(1024, 1024), proj_dim=1024)
-    c.optim.update(lr=1.0, weight_decay=1e-4)
+    c.optim.update(lr=2.0, weight_decay=1e-4)
     common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)

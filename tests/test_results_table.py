@@ -151,3 +151,33 @@ def test_shown_command_drops_this_machines_paths():
          '--config.seed=1', '--config.data.source=folder:/d', '--data', '/d', '--methods', 'a']
   assert table_lib.shown_command('python', cmd, table_lib.PATH_FLAGS) == (
       'python --config=configs/simclr.py:cifar10_cpu --config.seed=1 --methods a')
+
+
+def test_beits_row_trains_its_tokenizer_first_and_counts_its_time(tmp_path, monkeypatch):
+  """BEiT's row runs configs/dvae.py:cifar10_cpu under OUT/dvae/seedS, then BEiT reading that
+  tokenizer; the row's wall time is both runs', its busy-core figure their time-weighted mean."""
+  clock = {'t': 0.0, 'busy': 0.0}
+  monkeypatch.setattr(table_lib.time, 'time', lambda: clock['t'])
+  monkeypatch.setattr(table_lib, 'busy_cpu_seconds', lambda: clock['busy'])
+  monkeypatch.setattr(table_lib, 'children_cpu_seconds', lambda: 0.0)
+  commands = []
+
+  def fake(cmd, **kwargs):
+    commands.append(cmd)
+    workdir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--workdir='))
+    clock['t'] += 200.0 if '/dvae/' in workdir else 600.0
+    clock['busy'] += 80.0 if '/dvae/' in workdir else 0.0  # 0.4 cores busy beside the dVAE
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(workdir) / 'final.json').write_text(json.dumps({'step': 9, 'knn_top1': 0.4}))
+
+  monkeypatch.setattr(table_lib.subprocess, 'run', fake)
+  result = table_lib.run('beit', 2, str(tmp_path), 'DATA')
+  dvae_cmd, beit_cmd = commands
+  assert any(a.endswith('configs/dvae.py:cifar10_cpu') for a in dvae_cmd)
+  assert '--config.eval.linear_probe=True' not in dvae_cmd
+  assert f'--config.method.tokenizer_workdir={tmp_path}/dvae/seed2' in beit_cmd
+  assert '--config.eval.linear_probe=True' in beit_cmd
+  assert result['wall_s'] == 800.0 and result['other_cores'] == pytest.approx(80.0 / 800.0)
+  assert list(table_lib.finished_runs(str(tmp_path))) == ['beit']  # the tokenizer is no row
+  assert table_lib.run('beit', 2, str(tmp_path), 'DATA')['wall_s'] == 800.0
+  assert len(commands) == 2  # finished: nothing reruns
