@@ -13,8 +13,9 @@
   (jitter 0.4/0.4/0.2/0.1, no blur), epsilon 0.03 and optax's LARS at lr 2.0 read 50.50% kNN
   there (46.02% at lr 1.0) against 38.28% for solo-learn's colour, epsilon 0.05 and lr 0.6
   (docs/results.md).
-  Measured (the results table, 26.4 minutes at 579 images/s on 2 idle cores): kNN top-1
-  57.21% against 28.16% at random init (42.13% with solo-learn's recipe), linear probe 56.86%.
+  Measured (the results table, 41.2 minutes at 369 images/s on 2 cores): kNN top-1 61.72%
+  against 28.16% at random init (57.21% at lr 1.0, 42.13% with solo-learn's recipe), linear
+  probe 60.93%.
     python benchmarks/cifar10_cpu.py --data DIR --methods swav
 - cifar10: solo-learn's SwAV: ResNet-18 (CIFAR stem), batch 256, 1000 epochs, LARS lr
   0.6 * bs / 256, wd 1e-6, 10 warm-up epochs + cosine; projector 2048-128, 3000 prototypes
