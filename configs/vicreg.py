@@ -8,7 +8,8 @@
   solo-learn's recipe (wd 1e-4, 25 / 25 / 1) with LARS lr 2.0, a 1024-1024-1024
   expander (8x the 128-d features), 24 px views cropped from (0.2, 1), 3200 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods vicreg
-  Measured (docs/results.md): kNN top-1 56.91% (k = 20) against 29.08% at random init.
+  Measured (docs/results.md, 41.5 minutes at 343 images/s on 2 idle cores): kNN top-1 62.51%
+  (k = 20) against 29.08% at random init (56.91% at lr 1.0), linear probe 60.96%.
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.3 * bs / 256, wd 1e-4, warm-up 10 epochs + cosine, 1000 epochs, expander 2048-2048-2048,
   coefficients 25 / 25 / 1, views: crop 0.2-1, jitter 0.4/0.4/0.2/0.1 p 0.8, grey 0.2, no blur,
