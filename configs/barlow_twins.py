@@ -10,7 +10,8 @@
   solo-learn's recipe (wd 1e-4, lambda 0.0051, loss x 0.1) with LARS lr 2.0, a
   1024-1024-1024 projector, 24 px views cropped from (0.2, 1), 3100 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods barlow_twins
-  Measured (docs/results.md): kNN top-1 56.45% (k = 20) against 29.08% at random init.
+  Measured (docs/results.md, 39.9 minutes at 347 images/s on 2 idle cores): kNN top-1 60.88%
+  (k = 20) against 29.08% at random init (56.45% at lr 1.0), linear probe 58.34%.
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.3 * bs / 256, wd 1e-4, warm-up 10 epochs + cosine, 1000 epochs, projector 2048-2048-2048,
   lambda 0.0051, loss scaled by 0.1, the asymmetric views (solarize p 0 / 0.2, no blur).
