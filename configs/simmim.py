@@ -9,8 +9,9 @@
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu): the tiny
   preset's ViT (width 128, depth 4, 4 heads, patch 4 at 32 px, mask token, mean-pooled), mask
   squares of 8 px at ratio 0.6, batch 256, 1400 steps (7.2 epochs: every patch goes through the
-  encoder, where MAE's sees a quarter of them), AdamW (0.9, 0.999) lr 1e-3 (SimMIM's 5e-5 per 256 images is
-  sized for 800 epochs) after 0.5 epoch, wd 0.05; kNN (k = 20, 200) before and after training.
+  encoder, where MAE's sees a quarter of them), AdamW (0.9, 0.999) lr 1e-3 (SimMIM's 5e-5 per
+  256 images is sized for 800 epochs) after 0.5 epoch, wd 0.05; kNN (k = 20, 200) before and
+  after training.
     python benchmarks/cifar10_cpu.py --data DIR --methods simmim
 - cifar10: ViT-Tiny (192, 12 deep, 3 heads) with patch 4 at 32 px, mask squares of 8 px
   (SimMIM's 32 px at 224 scaled down), ratio 0.6, batch 512, AdamW (0.9, 0.999)
