@@ -6,8 +6,8 @@
     python -m jssl.main --config configs/nnclr.py --workdir runs/nnclr-tiny
   A few minutes on 2 CPU cores; kNN top-1 above the random-init network's.
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu):
-  SimCLR's CPU recipe (24 px views cropped from (0.2, 1), LARS lr 1.0) with NNCLR's heads
-  at 512-128, T 0.2 and a support set of 16384, 3100 steps.
+  SimCLR's CPU recipe (24 px views cropped from (0.2, 1)) at LARS lr 2.0 (chosen on the
+  held-out split) with NNCLR's heads at 512-128, T 0.2 and a support set of 16384, 3100 steps.
     python benchmarks/cifar10_cpu.py --data DIR --methods nnclr
 - cifar10: ResNet-18 (CIFAR stem), 32 px, solo-learn's settings: batch 256, LARS lr
   0.4 * bs / 256, wd 1e-5, warm-up 10 epochs + cosine, 1000 epochs, projector 2048-2048-256
@@ -43,11 +43,12 @@ def get_config(arg=None):
                     support_size=4096)
   elif preset == 'cifar10_cpu':
     common.cifar10_cpu(c, steps=3100)
-    # SimCLR's CPU recipe (24 px views of (0.2, 1), lr 1.0) with NNCLR's heads at 512-128 and a
-    # support set of 16384 (64 batches: neighbours from the last third of an epoch).
+    # SimCLR's CPU recipe (24 px views of (0.2, 1)) with NNCLR's heads at 512-128 and a
+    # support set of 16384 (64 batches: neighbours from the last third of an epoch). LARS lr
+    # 2.0: on the held-out split it read 48.72% against 45.96% at 1.0 (800 steps).
     c.method.update(proj_hidden_dims=(512, 512), proj_dim=128, pred_hidden_dims=(512,),
                     support_size=16384, temperature=0.2)
-    c.optim.update(lr=1.0)
+    c.optim.update(lr=2.0)
     common.cpu_views(c)
   elif preset == 'cifar10':
     common.cifar10(c)
