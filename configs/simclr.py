@@ -14,10 +14,10 @@
   Expected: about 90% kNN / linear top-1 on the CIFAR-10 test set after 1000 epochs (solo-learn
   reports 90.7% linear).
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu): the
-  one-block ResNet at widths 16-32-64-128, batch 256, 3700 steps (~19 epochs), LARS lr 1.0,
-  T 0.1, projector 512-128, views cropped from (0.2, 1) of the image to 24 px with colour
-  strength 0.5 (0.4, 0.4, 0.4, 0.1); kNN on all 50k/10k whole 32 px images before and after
-  training.
+  one-block ResNet at widths 16-32-64-128, batch 256, 3700 steps (~19 epochs), LARS lr 2.0
+  (chosen on the held-out split), T 0.1, projector 512-128, views cropped from (0.2, 1) of the
+  image to 24 px with colour strength 0.5 (0.4, 0.4, 0.4, 0.1); kNN on all 50k/10k whole 32 px
+  images before and after training.
     python -m jssl.main --config configs/simclr.py:cifar10_cpu --workdir runs/simclr-c30 \
       --config.data.source=folder:/tmp/cifar10 --config.data.eval_source=folder:/tmp/cifar10
   Measured on 2 CPU cores: see the README (CIFAR-10 in 30 CPU minutes).
@@ -50,7 +50,8 @@ def get_config(arg=None):
   elif preset == 'cifar10_cpu':
     common.cifar10_cpu(c)
     c.method.update(proj_hidden_dims=(512,), proj_dim=128, temperature=0.1)
-    c.optim.update(lr=1.0)
+    # LARS lr 2.0: on the held-out split it read 57.16% against 53.34% at 1.0 (800 steps).
+    c.optim.update(lr=2.0)
     # Train on 24 px views (1.6x the images per CPU second; with crops of (0.2, 1) of the image
     # objects then appear at the size of the whole 32 px test image, as FixRes advises), with
     # SimCLR's CIFAR colour strength s = 0.5; the evaluation still reads whole 32 px images.
