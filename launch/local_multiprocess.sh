@@ -88,8 +88,10 @@ if [ "$dry_run" = 1 ]; then
 fi
 
 running=()  # the pids of the processes still running
+termed=' '  # the pids already sent SIGTERM
 stop_all() {  # $1: the signal
   for pid in "${running[@]}"; do kill "-$1" "$pid" 2>/dev/null || true; done
+  if [ "$1" = TERM ]; then termed=" ${running[*]} "; fi
 }
 signals=0
 # shellcheck disable=SC2329  # invoked by the trap below
@@ -104,6 +106,12 @@ for ((id = 0; id < num_processes; id++)); do
   "${cmd[@]}" &
   running+=("$!")
 done
+# A signal that came while the processes were starting reached only those already listed.
+if [ "$signals" -gt 0 ]; then
+  for pid in "${running[@]}"; do
+    [[ "$termed" == *" $pid "* ]] || kill -TERM "$pid" 2>/dev/null || true
+  done
+fi
 
 status=0
 while [ "${#running[@]}" -gt 0 ]; do
