@@ -1,6 +1,7 @@
 """benchmarks/finetune_budget.py: scratch gets the pre-training's time plus the fine-tuning's."""
 
 import json
+import os
 
 import pytest
 import scripts
@@ -115,3 +116,30 @@ def test_docs_block_is_replaced_in_place(tmp_path):
   text = path.read_text()
   assert 'two' in text and 'one' not in text and text.endswith('after\n')
   assert text.count(budget.START) == 1
+
+
+def test_a_killed_attempt_counts_up_to_its_last_write(tmp_path, monkeypatch):
+  workdir = tmp_path / 'scratch-mae'
+  attempts = []
+
+  def killed_then_finished(cmd, **kwargs):
+    since = json.loads((workdir / 'timing.json').read_text())['running_since']
+    attempts.append(since)
+    if len(attempts) == 1:  # writes a checkpoint 100 s into the attempt, then is killed
+      (workdir / 'checkpoints').mkdir()
+      (workdir / 'checkpoints' / 'step_300').write_text('')
+      os.utime(workdir / 'checkpoints' / 'step_300', (since + 100.0, since + 100.0))
+      raise KeyboardInterrupt
+    (workdir / 'final.json').write_text(json.dumps({'top1': 0.4, 'steps': 900}))
+
+  monkeypatch.setattr(budget.subprocess, 'run', killed_then_finished)
+  with pytest.raises(KeyboardInterrupt):
+    budget.finetune('pre', str(workdir), ['--from_scratch'])
+  result = budget.finetune('pre', str(workdir), ['--from_scratch'])
+  assert len(attempts) == 2 and result['top1'] == 0.4
+  # 100 s of the killed attempt, plus the second's own (well under a second here)
+  assert 100.0 <= result['wall_s'] < 110.0
+  assert 'running_since' not in json.loads((workdir / 'timing.json').read_text())
+  # a finished run is read back, never rerun
+  assert budget.finetune('pre', str(workdir), [])['wall_s'] == result['wall_s']
+  assert len(attempts) == 2
