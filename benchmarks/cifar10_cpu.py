@@ -11,7 +11,8 @@ whole training split as the bank, every eval image as a query, whole 32 px image
 linear probe at the end. BEiT's row trains its tokenizer first (configs/dvae.py:cifar10_cpu,
 under OUT/dvae/seedSEED) and counts that run's wall time in its own. A finished run
 (final.json) is never rerun, so the command resumes; an interrupted run resumes from its last
-checkpoint. Raw-pixel kNN, the floor every method must beat, is measured once by
+checkpoint, and its wall time counts every attempt (a killed one's up to the last file it wrote,
+with its cores marked busy: nothing measured them). Raw-pixel kNN, the floor every method must beat, is measured once by
 `python -m jssl.eval` on the first finished run (OUT/baselines.json).
 
 The table is made of every finished run under OUT, whatever command made it (so
@@ -106,6 +107,27 @@ def run_command(method: str, seed: int, workdir: str, data: str, tokenizer: str 
               [f'--config.method.tokenizer_workdir={tokenizer}'] if tokenizer else [])
 
 
+def earlier_attempts(timing: str, workdir: str, default: dict) -> dict:
+  """`wall_s` and `other_cores` of a run's earlier attempts (`default` when it has none): those
+  that ended wrote theirs to timing.json; one killed before it could (`running_since` still set)
+  counts from its start to the last file it wrote in the workdir, its cores as busy, since
+  nothing measured them."""
+  if not os.path.exists(timing):
+    return dict(default)
+  with open(timing) as f:
+    record = json.load(f)
+  wall, others = record.get('wall_s', 0.0), record.get('other_cores', 0.0)
+  since = record.get('running_since')
+  if since is not None:
+    last = max((os.path.getmtime(os.path.join(folder, name))
+                for folder, _, names in os.walk(workdir) for name in names
+                if os.path.join(folder, name) != timing), default=since)
+    killed = max(last - since, 0.0)
+    if killed > 0:
+      others, wall = (others * wall + killed) / (wall + killed), wall + killed
+  return {'wall_s': wall, 'other_cores': others}
+
+
 def run(method: str, seed: int, out: str, data: str) -> dict:
   """Trains (or resumes) one run, its tokenizer's first where it has one; returns its final.json
   with the wall time (the tokenizer's included) and idleness (a time-weighted mean)."""
@@ -118,13 +140,16 @@ def run(method: str, seed: int, out: str, data: str) -> dict:
   if not os.path.exists(final):
     cmd = run_command(method, seed, workdir, data, tokenizer)
     print('$ ' + ' '.join(cmd), file=sys.stderr, flush=True)
+    previous = earlier_attempts(timing, workdir, {
+        k: first[k] for k in ('wall_s', 'other_cores') if k in first})
+    before = previous.get('wall_s', 0.0)  # earlier parts of a resumed run: a time-weighted mean
     t, busy, own = time.time(), busy_cpu_seconds(), children_cpu_seconds()
+    os.makedirs(workdir, exist_ok=True)
+    with open(timing, 'w') as f:
+      json.dump(dict(previous, running_since=t, command=' '.join(cmd[1:])), f)
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.time() - t
     others = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)
-    previous = json.load(open(timing)) if os.path.exists(timing) else {
-        k: first[k] for k in ('wall_s', 'other_cores') if k in first}
-    before = previous.get('wall_s', 0.0)  # earlier parts of a resumed run: a time-weighted mean
     record = {'wall_s': wall + before,
               'other_cores': (max(others, 0.0) + previous.get('other_cores', 0.0) * before) /
                              (wall + before),

@@ -72,21 +72,6 @@ def backbone_key(pretrain_workdir: str) -> str:
   return json.dumps(config['model'], sort_keys=True)
 
 
-def earlier_wall(timing: str, workdir: str) -> float:
-  """Wall seconds of a run's earlier attempts: timing.json's `wall_s` (the attempts that ended)
-  plus, when one was killed before it could add its own (`running_since` still set), the time
-  from its start to the last file it wrote in the workdir."""
-  if not os.path.exists(timing):
-    return 0.0
-  record = read_json(timing)
-  wall, since = record.get('wall_s', 0.0), record.get('running_since')
-  if since is not None:
-    last = max((os.path.getmtime(os.path.join(folder, f)) for folder, _, files in os.walk(workdir)
-                for f in files if os.path.join(folder, f) != timing), default=since)
-    wall += max(last - since, 0.0)
-  return wall
-
-
 def finetune(pretrain_workdir: str, workdir: str, extra: list) -> dict:
   """Runs (or resumes, or reads back) one `jssl.finetune`; returns its final.json with wall_s,
   the wall time of the commands that made it (a killed one's up to its last write)."""
@@ -96,7 +81,8 @@ def finetune(pretrain_workdir: str, workdir: str, extra: list) -> dict:
            f'--config.pretrain_workdir={pretrain_workdir}', '--config.eval.every_epochs=0',
            *extra]
     print('$ ' + ' '.join(cmd), file=sys.stderr, flush=True)
-    before, t = earlier_wall(timing, workdir), time.time()
+    before = cifar10_cpu.earlier_attempts(timing, workdir, {}).get('wall_s', 0.0)
+    t = time.time()
     os.makedirs(workdir, exist_ok=True)
     with open(timing, 'w') as f:
       json.dump({'wall_s': before, 'running_since': t, 'command': ' '.join(cmd[1:])}, f)

@@ -181,3 +181,34 @@ def test_beits_row_trains_its_tokenizer_first_and_counts_its_time(tmp_path, monk
   assert list(table_lib.finished_runs(str(tmp_path))) == ['beit']  # the tokenizer is no row
   assert table_lib.run('beit', 2, str(tmp_path), 'DATA')['wall_s'] == 800.0
   assert len(commands) == 2  # finished: nothing reruns
+
+
+def test_a_killed_attempt_counts_to_its_last_write_with_its_cores_as_busy(tmp_path, monkeypatch):
+  """An attempt killed with its parent (no timing written at its end) still counts: from its
+  start to the last file it wrote, with its cores unmeasured and so marked busy."""
+  clock = {'t': 1000.0, 'busy': 0.0}
+  monkeypatch.setattr(table_lib.time, 'time', lambda: clock['t'])
+  monkeypatch.setattr(table_lib, 'busy_cpu_seconds', lambda: clock['busy'])
+  monkeypatch.setattr(table_lib, 'children_cpu_seconds', lambda: 0.0)
+  workdir = tmp_path / 'simclr' / 'seed0'
+
+  def killed(cmd, **kwargs):  # a checkpoint 300 s in, then the benchmark itself is killed
+    (workdir / 'checkpoints').mkdir()
+    (workdir / 'checkpoints' / 'step_100').write_text('')
+    os.utime(workdir / 'checkpoints' / 'step_100', (1300.0, 1300.0))
+    raise KeyboardInterrupt
+
+  def finished(cmd, **kwargs):  # 900 s more on idle cores
+    clock['t'] += 900.0
+    (workdir / 'final.json').write_text(json.dumps({'step': 10, 'knn_top1': 0.5}))
+
+  monkeypatch.setattr(table_lib.subprocess, 'run', killed)
+  with pytest.raises(KeyboardInterrupt):
+    table_lib.run('simclr', 0, str(tmp_path), 'DATA')
+  clock['t'] = 5000.0
+  monkeypatch.setattr(table_lib.subprocess, 'run', finished)
+  result = table_lib.run('simclr', 0, str(tmp_path), 'DATA')
+  assert result['wall_s'] == 1200.0
+  assert result['other_cores'] == pytest.approx(300.0 / 1200.0)
+  assert result['other_cores'] > table_lib.IDLE_CORES  # the row will not claim idle cores
+  assert 'running_since' not in json.loads((workdir / 'timing.json').read_text())
