@@ -12,8 +12,8 @@ linear probe at the end. BEiT's row trains its tokenizer first (configs/dvae.py:
 under OUT/dvae/seedSEED) and counts that run's wall time in its own. A finished run
 (final.json) is never rerun, so the command resumes; an interrupted run resumes from its last
 checkpoint, and its wall time counts every attempt (a killed one's up to the last file it wrote,
-with its cores marked busy: nothing measured them). Raw-pixel kNN, the floor every method must beat, is measured once by
-`python -m jssl.eval` on the first finished run (OUT/baselines.json).
+with its cores marked busy: nothing measured them). Raw-pixel kNN, the floor every method must
+beat, is measured once by `python -m jssl.eval` on the first finished run (OUT/baselines.json).
 
 The table is made of every finished run under OUT, whatever command made it (so
 `--methods simclr,byol --seeds 3` adds seeds to those rows), and of the runs recorded in
