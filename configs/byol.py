@@ -13,7 +13,7 @@
     python -m jssl.main --config configs/byol.py:cifar10 --workdir runs/byol-cifar10
   Expected: about 92% linear top-1 on CIFAR-10 after 1000 epochs (solo-learn reports 92.6%).
 - cifar10_cpu: the 30-minute CPU budget on the full CIFAR-10 (common.cifar10_cpu): the
-  one-block ResNet at widths 16-32-64-128, batch 256, 3200 steps (~16 epochs), LARS lr 1.0,
+  one-block ResNet at widths 16-32-64-128, batch 256, 3200 steps (~16 epochs), LARS lr 2.0,
   projector and predictor 512-128, tau 0.99 -> 1, the byol_cifar views cropped from (0.2, 1)
   of the image to 24 px; kNN on all 50k/10k whole 32 px images before and after training.
     python -m jssl.main --config configs/byol.py:cifar10_cpu --workdir runs/byol-c30 \
@@ -57,6 +57,9 @@ def get_config(arg=None):
     # 24 px views cropped from (0.2, 1) of the image, as simclr.py:cifar10_cpu (evaluated on
     # whole 32 px images): 16 epochs in the budget instead of 11 (kNN 51.24% against 46.01%).
     c.data.augment.update(image_size=24, scale=(0.2, 1.0))
+    # LARS lr 2.0 (x bs / 256): on 5000 training images held out for the choice, 800 steps,
+    # kNN 42.02% against 39.04% at lr 1.0.
+    c.optim.update(lr=2.0)
   elif preset == 'imagenet':
     common.imagenet(c)
     c.data = common.data_block('byol', 'tfds:imagenet2012', 'tfds:imagenet2012', 224)
