@@ -18,7 +18,7 @@
   of the image to 24 px; kNN on all 50k/10k whole 32 px images before and after training.
     python -m jssl.main --config configs/byol.py:cifar10_cpu --workdir runs/byol-c30 \
       --config.data.source=folder:/tmp/cifar10 --config.data.eval_source=folder:/tmp/cifar10
-  Measured on 2 CPU cores: see the README (CIFAR-10 in 30 CPU minutes).
+  Measured on 2 CPU cores: docs/results.md (the cifar10_cpu table).
 - imagenet: ResNet-50 at 224 px, batch 4096, LARS lr 0.2 * bs / 256, wd 1.5e-6, 10 warm-up
   epochs + cosine, 300 epochs, projector 4096-256, predictor 4096-256, tau 0.996 -> 1.
     python -m jssl.main --config configs/byol.py:imagenet --workdir runs/byol-in1k

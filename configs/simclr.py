@@ -20,7 +20,7 @@
   images before and after training.
     python -m jssl.main --config configs/simclr.py:cifar10_cpu --workdir runs/simclr-c30 \
       --config.data.source=folder:/tmp/cifar10 --config.data.eval_source=folder:/tmp/cifar10
-  Measured on 2 CPU cores: see the README (CIFAR-10 in 30 CPU minutes).
+  Measured on 2 CPU cores: docs/results.md (the cifar10_cpu table).
 - imagenet: ResNet-50 at 224 px, batch 4096, LARS lr 0.3 * bs / 256 (or --config.optim.lr=0.075
   --config.optim.lr_scaling=sqrt), wd 1e-6, temperature 0.1, 10 warm-up epochs + cosine, 100
   epochs (--config.total_epochs=800 for the long run), 3-layer projector 2048-2048-128 (v2).
